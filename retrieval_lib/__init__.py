@@ -1,0 +1,9 @@
+"""retrieval_lib: a complete personalized embedding-based product retrieval system, after
+Jha et al. (2023), *Unified Embedding Based Personalized Retrieval in Etsy Search*.
+
+One module per concept, in the order of the book: ``marketplace`` (the synthetic world),
+``text``, ``lexical`` and ``popularity`` (baselines), ``metrics`` and ``evaluation`` (how we measure),
+and ``results`` (the figures the book quotes).
+"""
+
+__version__ = "0.1.0"

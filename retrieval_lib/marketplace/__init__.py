@@ -1,0 +1,84 @@
+"""A synthetic marketplace with a semantic gap, broad head queries, engagement structure, quality,
+location, graded interactions and time (DESIGN.md section 4).
+
+>>> from retrieval_lib.marketplace import generate
+>>> world = generate("tiny", seed=0)
+>>> world.observed.sessions.columns.tolist()
+['session_id', 'user_id', 'query', 'day', 'split']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from retrieval_lib.marketplace import behaviour, policy, queries, world
+from retrieval_lib.marketplace.config import PRESETS, ChoiceWeights, MarketplaceConfig, default_preset
+from retrieval_lib.marketplace.data import SPLITS, LatentTruth, Marketplace, ObservedMarketplace
+from retrieval_lib.marketplace.vocab_index import vocab_index
+
+__all__ = ["PRESETS", "SPLITS", "ChoiceWeights", "LatentTruth", "Marketplace", "MarketplaceConfig",
+           "ObservedMarketplace", "default_preset", "generate"]
+
+_STREAMS = ("shops", "listings", "text", "users", "sessions", "intents", "queries", "pages", "funnel", "labels")
+
+
+def generate(config: MarketplaceConfig | str = "book", seed: int | None = None) -> Marketplace:
+    """Generate a marketplace from a config or a preset name (``tiny``, ``book``, ``large``).
+
+    ``seed`` overrides the config's seed. The same config and seed always give identical data: every
+    stage draws from its own child stream of one ``numpy.random.SeedSequence``.
+    """
+    cfg = MarketplaceConfig.preset(config) if isinstance(config, str) else config
+    if not isinstance(cfg, MarketplaceConfig):
+        raise TypeError(f"config must be a MarketplaceConfig or a preset name, got {type(config).__name__}")
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, seed=seed)
+    rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(
+        len(_STREAMS))), strict=True))
+    vi = vocab_index()
+
+    shops = world.make_shops(cfg, vi, rngs["shops"])
+    lat_listings = world.make_listings(cfg, vi, shops, rngs["listings"])
+    listings = world.observable_listings(cfg, vi, lat_listings, shops, rngs["text"])
+    users = world.make_users(cfg, vi, rngs["users"])
+
+    sess = queries.make_sessions(cfg, users, rngs["sessions"])
+    intents = queries.make_intents(cfg, vi, users, sess, rngs["intents"])
+    expr = queries.choose_expression(cfg, intents, rngs["queries"])
+    query_text = queries.render_queries(cfg, vi, intents, expr, rngs["queries"])
+
+    train_end = cfg.train_fraction * cfg.n_days
+    valid_end = (cfg.train_fraction + cfg.valid_fraction) * cfg.n_days
+    split = np.where(sess["day"] < train_end, "train", np.where(sess["day"] < valid_end, "valid", "test"))
+
+    lat_listings = {**lat_listings, "shop_lat": shops["lat"][lat_listings["shop"]],
+                    "shop_lon": shops["lon"][lat_listings["shop"]],
+                    "shop_country": shops["country"][lat_listings["shop"]]}
+    lat_listings["base_log_price"] = lat_listings["base_log_price"][lat_listings["type"]]
+    latent = LatentTruth(listings=lat_listings, users=users,
+                         intents={**intents, **expr, "user": sess["user"], "day": sess["day"]},
+                         labels=np.full(cfg.n_sessions, -1, dtype=np.int64), weights=cfg.weights,
+                         n_aesthetics=cfg.n_aesthetics)
+    # evaluation labels: what each held-out buyer would buy from the whole catalogue
+    held_out = np.flatnonzero(split != "train")
+    labels = latent.labels.copy()
+    labels[held_out] = behaviour.choose_from_catalogue(latent, held_out, rngs["labels"])
+    latent = dataclasses.replace(latent, labels=labels)
+    pages = policy.show_pages(cfg, latent, listings, query_text, rngs["pages"])
+    impressions = policy.simulate_funnel(cfg, latent, pages, rngs["funnel"])
+
+    observed = ObservedMarketplace(
+        listings=listings,
+        shops=world.observable_shops(shops, rngs["shops"]),
+        users=world.observable_users(users),
+        sessions=pd.DataFrame({"session_id": np.arange(cfg.n_sessions), "user_id": sess["user"],
+                               "query": query_text, "day": np.round(sess["day"], 4), "split": split}),
+        impressions=impressions,
+        train_end=train_end,
+        valid_end=valid_end,
+    )
+    return Marketplace(config=cfg, observed=observed, latent=latent)
+

@@ -1,0 +1,102 @@
+"""The results contract: every headline figure a chapter quotes is recorded under one flat key.
+
+``record(key, value)`` stores the number in ``results.json`` (``book/_build/results.json`` when the
+book is built) *and* glues it into the notebook, so the prose can quote it with
+``{glue:text}`key:.2f``` and tests can assert the claims the prose makes from the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+from numbers import Real
+from pathlib import Path
+
+import numpy as np
+
+#: Environment variable that overrides where results are written.
+RESULTS_ENV = "RETRIEVAL_LIB_RESULTS"
+#: Keys are lower-case, dot-separated words (``bm25.recall@100.tail``).
+KEY_PATTERN = re.compile(r"^[a-z0-9_@]+(\.[a-z0-9_@]+)+$")
+#: Keys with this suffix are wall-clock timings: recorded, but not expected to repeat exactly.
+TIMING_SUFFIX = "_seconds"
+
+
+def results_path() -> Path:
+    """Where results go: ``$RETRIEVAL_LIB_RESULTS``, else the book's build folder of the enclosing
+    repository (found by walking up to ``book/_config.yml``), else ``./results.json``."""
+    env = os.environ.get(RESULTS_ENV)
+    if env:
+        return Path(env)
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "book" / "_config.yml").is_file():
+            return folder / "book" / "_build" / "results.json"
+    return here / "results.json"
+
+
+def load(path: str | Path | None = None) -> dict[str, float]:
+    """All recorded results (an empty dict if none were recorded yet)."""
+    p = Path(path) if path is not None else results_path()
+    if not p.exists():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{p} is not a valid results file ({err}); delete it and re-run the chapters") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{p} must hold a flat JSON object of numbers")
+    return data
+
+
+def _check(key: str, value: object) -> float | int:
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise ValueError(f"result key {key!r} must be lower-case dot-separated words, e.g. 'bm25.recall@100.all'")
+    if isinstance(value, bool | np.bool_) or not isinstance(value, Real | np.number):
+        raise ValueError(f"result {key!r} must be a number, got {type(value).__name__}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"result {key!r} must be finite, got {value!r}")
+    return int(value) if isinstance(value, int | np.integer) else float(value)
+
+
+def record(key: str, value: float, path: str | Path | None = None, glue: bool = True) -> float | int:
+    """Store ``value`` under ``key`` in the results file and glue it into the running notebook.
+
+    The file is rewritten atomically, so a crash never leaves half a file; an unreadable file is
+    replaced (with a warning) rather than blocking the chapter.
+    """
+    number = _check(key, value)
+    p = Path(path) if path is not None else results_path()
+    try:
+        data = load(p)
+    except ValueError as err:
+        warnings.warn(f"{err}; starting a fresh results file", stacklevel=2)
+        data = {}
+    data[key] = number
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=p.parent, delete=False, suffix=".tmp") as tmp:
+        json.dump(dict(sorted(data.items())), tmp, indent=1)
+    os.replace(tmp.name, p)
+    if glue:
+        _glue(key, number)
+    return number
+
+
+def _glue(key: str, value: float | int) -> None:
+    """Glue into the notebook when running inside a Jupyter kernel with myst-nb installed."""
+    try:
+        from IPython import get_ipython
+        from myst_nb import glue
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        glue(key, value, display=False)
+
+
+def deterministic(results: dict[str, float]) -> dict[str, float]:
+    """The results that must repeat exactly for the same config and seed (timings left out)."""
+    return {k: v for k, v in results.items() if not k.endswith(TIMING_SUFFIX)}
