@@ -33,7 +33,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 benchmark: $(STAMP)
-	$(PY) benchmarks/run_benchmarks.py
+	$(PY) benchmarks/run_benchmarks.py --book
 
 clean:
 	rm -rf book/_build .cache

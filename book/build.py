@@ -25,7 +25,7 @@ def main() -> int:
            "PYDEVD_DISABLE_FILE_VALIDATION": "1", "MPLBACKEND": "Agg"}
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(jupyter_book), "build", str(ROOT), "--config", "book/_config.yml",
-           "--toc", "book/_toc.yml", "--path-output", "book", "-W", "--keep-going"]
+           "--toc", "book/_toc.yml", "--path-output", "book", "--all", "-W", "--keep-going"]
     start = time.perf_counter()
     code = subprocess.call(cmd, cwd=ROOT, env=env)
     print(f"book build finished in {time.perf_counter() - start:.0f} s with exit code {code}")

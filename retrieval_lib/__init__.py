@@ -1,5 +1,6 @@
-"""retrieval_lib: a complete personalized embedding-based product retrieval system, after
-Jha et al. (2023), *Unified Embedding Based Personalized Retrieval in Etsy Search*.
+"""retrieval_lib: a complete personalized embedding-based product retrieval system.
+
+It follows Jha et al. (2023), *Unified Embedding Based Personalized Retrieval in Etsy Search*.
 
 One module per concept, in the order of the book: ``marketplace`` (the synthetic world),
 ``text``, ``lexical`` and ``popularity`` (baselines), ``metrics`` and ``evaluation`` (how we measure),

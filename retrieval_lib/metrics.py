@@ -19,7 +19,7 @@ def _check_ranked(ranked: np.ndarray, n: int | None = None) -> np.ndarray:
 
 
 def hits(ranked: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    """Boolean ``(n, k)``: is the item at each of the first ``k`` ranks the request's target?"""
+    """Boolean ``(n, k)`` matrix: whether the item at each of the first ``k`` ranks is the target."""
     targets = np.asarray(targets)
     ranked = _check_ranked(ranked, targets.shape[0])
     if k <= 0:

@@ -27,8 +27,11 @@ TIMING_SUFFIX = "_seconds"
 
 
 def results_path() -> Path:
-    """Where results go: ``$RETRIEVAL_LIB_RESULTS``, else the book's build folder of the enclosing
-    repository (found by walking up to ``book/_config.yml``), else ``./results.json``."""
+    """Where results go.
+
+    ``$RETRIEVAL_LIB_RESULTS`` if set, else the book's build folder of the enclosing repository (found by
+    walking up to ``book/_config.yml``), else ``./results.json``.
+    """
     env = os.environ.get(RESULTS_ENV)
     if env:
         return Path(env)

@@ -1,5 +1,7 @@
-"""A synthetic marketplace with a semantic gap, broad head queries, engagement structure, quality,
-location, graded interactions and time (DESIGN.md section 4).
+"""A synthetic marketplace to train and evaluate retrieval on.
+
+It has a semantic gap, broad head queries, engagement structure, quality, location, graded interactions
+and time; observable data and latent truth are kept apart.
 
 >>> from retrieval_lib.marketplace import generate
 >>> world = generate("tiny", seed=0)

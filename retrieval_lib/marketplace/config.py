@@ -81,9 +81,9 @@ class MarketplaceConfig:
     classifier_accuracy: float = 0.7
     # buyer behaviour
     position_bias: float = 0.6
-    click_threshold: float = 2.6
-    cart_threshold: float = 3.6
-    purchase_threshold: float = 4.0
+    click_threshold: float = 1.8
+    cart_threshold: float = 3.0
+    purchase_threshold: float = 3.6
     weights: ChoiceWeights = field(default_factory=ChoiceWeights)
 
     def __post_init__(self) -> None:

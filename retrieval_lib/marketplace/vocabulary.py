@@ -56,7 +56,7 @@ CATEGORIES: dict[str, tuple[Term, ...]] = {
         _t("photograph", "photograph", "photographic giclee, fine art photo, c-print", "pic, snapshot, picture"),
     ),
     "clothing": (
-        _t("t-shirt", "t-shirt", "crewneck, graphic top, jersey top", "tshirt, shirt, tee"),
+        _t("t-shirt", "t-shirt", "crewneck, graphic top, jersey top", "tshirt, tee, tees"),
         _t("dress", "dress", "frock, gown, shift", "sundress, maxi, outfit"),
         _t("sweater", "sweater", "pullover, knitwear, cardigan", "jumper, sweatshirt, hoodie"),
         _t("scarf", "scarf", "shawl, stole, wrap", "neck warmer, snood, bandana"),

@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny generated world (seconds) and, for book tests, one executed book build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from retrieval_lib import results
+from retrieval_lib.marketplace import Marketplace, generate
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "book" / "_build"
+#: Set to 1 to let book tests reuse an existing build instead of executing the book again.
+REUSE_ENV = "RETRIEVAL_LIB_REUSE_BUILD"
+
+
+@pytest.fixture(scope="session")
+def tiny_world() -> Marketplace:
+    return generate("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def built_book() -> dict[str, float]:
+    """Execute every chapter and build the HTML book once per test session; return results.json."""
+    path = BUILD / "results.json"
+    if not (os.environ.get(REUSE_ENV) == "1" and path.is_file()):
+        env = {k: v for k, v in os.environ.items() if k not in ("RETRIEVAL_LIB_PRESET", "RETRIEVAL_LIB_RESULTS")}
+        proc = subprocess.run([sys.executable, str(ROOT / "book" / "build.py")], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return results.load(path)

@@ -1,0 +1,115 @@
+"""The book: clean notebooks, a complete table of contents, no hand-typed numbers, reproducible results,
+and one strict executed build."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbclient import NotebookClient
+
+from retrieval_lib import results
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHAPTERS = [p for p in NOTEBOOKS if not p.name.startswith("00_")]
+REQUIRED = [
+    "marketplace.listings", "marketplace.users", "marketplace.queries", "marketplace.sessions",
+    "marketplace.purchases", "bm25.recall@100.all", "bm25.recall@100.head", "bm25.recall@100.torso",
+    "bm25.recall@100.tail", "bm25.recall@10.head", "bm25.ndcg@10.all", "popularity.recall@100.all",
+]
+#: A decimal number or a percentage typed into prose: it must come from a glued value instead.
+HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")
+
+
+def _markdown(nb_path: Path) -> list[str]:
+    nb = nbformat.read(nb_path, as_version=4)
+    return [c.source for c in nb.cells if c.cell_type == "markdown"]
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapters_follow_the_book_structure(path):
+    text = "\n".join(_markdown(path))
+    for heading in ("## Learning goals", "## Summary", "## Exercises"):
+        assert heading in text, f"{path.name} lacks {heading!r}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_prose_quotes_no_hand_typed_numbers(path):
+    for source in _markdown(path):
+        prose = re.sub(r"`[^`]*`", "", source)  # inline code and glue roles are fine
+        found = HAND_NUMBER.findall(prose)
+        assert not HAND_NUMBER.search(prose), f"{path.name}: hand-typed number in prose: {found} in {source[:80]!r}"
+
+
+def test_hand_number_pattern_catches_typed_figures():
+    assert HAND_NUMBER.search("BM25 reaches 0.27 on head queries")
+    assert HAND_NUMBER.search("only 12% of tail queries")
+    assert not HAND_NUMBER.search("recall@100 for K = 10, 100, 1000 and §1")
+
+
+def test_toc_lists_every_notebook_and_page():
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert sorted(f"notebooks/{p.stem}" for p in NOTEBOOKS) == sorted(f for f in files if f.startswith("notebooks/"))
+    for f in files:
+        assert any((ROOT / f"{f}{ext}").is_file() for ext in (".md", ".ipynb")), f
+
+
+def _execute(path: Path, results_file: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    env_before = dict(os.environ)
+    os.environ.update({"RETRIEVAL_LIB_PRESET": "tiny", "RETRIEVAL_LIB_RESULTS": str(results_file),
+                       "MPLBACKEND": "Agg", "TQDM_DISABLE": "1"})
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+
+
+@pytest.mark.book
+def test_same_seed_gives_identical_results(tmp_path):
+    """Run every chapter twice on the tiny preset: the recorded figures must be identical."""
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}.json"
+        for path in CHAPTERS:
+            _execute(path, out)
+        runs.append(results.deterministic(json.loads(out.read_text())))
+    assert runs[0] and runs[0] == runs[1]
+
+
+@pytest.mark.book
+def test_book_builds_strictly_with_every_required_figure(built_book):
+    html = ROOT / "book" / "_build" / "html"
+    assert (html / "index.html").is_file()
+    for path in NOTEBOOKS:
+        page = html / "notebooks" / f"{path.stem}.html"
+        assert page.is_file(), page
+    api = (html / "book" / "api.html").read_text()
+    assert "retrieval_lib.marketplace.generate" in api
+    missing = [k for k in REQUIRED if k not in built_book]
+    assert not missing, f"results.json lacks {missing}"
+
+
+@pytest.mark.book
+def test_glued_numbers_are_rendered(built_book):
+    page = (ROOT / "book" / "_build" / "html" / "notebooks" / "02_semantic_gap.html").read_text()
+    assert f"{built_book['bm25.recall@100.tail']:.3f}" in page

@@ -1,0 +1,65 @@
+"""Every qualitative claim the chapters make, asserted against the recorded results of the built book."""
+
+import pytest
+
+pytestmark = pytest.mark.book
+
+
+@pytest.fixture(scope="module")
+def r(built_book):
+    return built_book
+
+
+# --- chapter 1: the world has the properties it promises ------------------------------------------
+
+def test_tail_queries_share_fewer_words_with_what_buyers_want(r):
+    assert r["marketplace.word_overlap.tail"] < r["marketplace.word_overlap.torso"] < r["marketplace.word_overlap.head"]
+
+
+def test_few_head_queries_and_a_long_tail(r):
+    assert r["marketplace.head_queries"] * 10 < r["marketplace.tail_queries"]
+
+
+def test_co_purchases_share_hidden_aesthetics_far_more_than_random(r):
+    assert r["marketplace.same_aesthetic.co_purchased"] > 2 * r["marketplace.same_aesthetic.random"]
+
+
+def test_position_bias(r):
+    assert r["marketplace.click_rate.first_position"] > 2 * r["marketplace.click_rate.last_position"]
+
+
+def test_quality_raises_purchases(r):
+    assert r["marketplace.purchase_rate.top_rated"] > r["marketplace.purchase_rate.low_rated"]
+
+
+def test_purchases_are_closer_to_home_than_impressions(r):
+    assert r["marketplace.domestic_share.purchases"] > r["marketplace.domestic_share.impressions"]
+    assert r["marketplace.distance_p98.purchases"] < r["marketplace.distance_p98.impressions"]
+
+
+def test_some_wanted_listings_are_cold(r):
+    assert 0 < r["marketplace.cold_start_label_share"] < 1
+
+
+# --- chapter 2: the semantic gap -------------------------------------------------------------------
+
+def test_the_gap_is_real(r):
+    assert r["bm25.recall@100.tail"] <= 0.6 * r["bm25.recall@100.head"]
+    assert r["bm25.recall@1000.tail"] < r["bm25.recall@1000.head"]
+
+
+def test_bm25_beats_popularity(r):
+    assert r["bm25.recall@100.all"] > 2 * r["popularity.recall@100.all"]
+
+
+def test_head_queries_match_far_more_listings_than_we_keep(r):
+    assert r["bm25.head_matches.median"] > 100
+
+
+def test_buyers_of_the_same_head_query_want_different_listings(r):
+    assert 1 < r["bm25.head_top_query.distinct_labels"] <= r["bm25.head_top_query.sessions"]
+
+
+def test_logged_labels_flatter_bm25(r):
+    assert r["bm25.logged.recall@100.all"] > r["bm25.recall@100.all"]
+    assert r["bm25.logged.recall@100.tail"] > r["bm25.recall@100.tail"]

@@ -1,0 +1,219 @@
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrieval_lib import geo
+from retrieval_lib.marketplace import ChoiceWeights, LatentTruth, MarketplaceConfig, generate, stats
+from retrieval_lib.marketplace import vocabulary as V
+from retrieval_lib.marketplace.behaviour import (
+    choose_from_catalogue,
+    ideal_gains,
+    relevance_grades,
+    utility,
+)
+from retrieval_lib.marketplace.vocab_index import misspell, vocab_index
+from retrieval_lib.text import listing_documents, tokenize, word_overlap
+
+
+def test_same_seed_same_world(tiny_world):
+    again = generate("tiny", seed=0)
+    for name in ("listings", "shops", "users", "sessions", "impressions"):
+        pd.testing.assert_frame_equal(getattr(tiny_world.observed, name), getattr(again.observed, name))
+    np.testing.assert_array_equal(tiny_world.latent.labels, again.latent.labels)
+    for key, value in tiny_world.latent.intents.items():
+        np.testing.assert_array_equal(value, again.latent.intents[key])
+
+
+def test_other_seed_other_world(tiny_world):
+    other = generate("tiny", seed=1)
+    assert not tiny_world.observed.sessions["query"].equals(other.observed.sessions["query"])
+    assert other.config.seed == 1
+
+
+def test_sizes_follow_the_config(tiny_world):
+    cfg = tiny_world.config
+    obs = tiny_world.observed
+    assert len(obs.listings) == cfg.n_listings and len(obs.shops) == cfg.n_shops
+    assert len(obs.users) == cfg.n_users and len(obs.sessions) == cfg.n_sessions
+    assert obs.listings["shop_id"].nunique() == cfg.n_shops  # no empty shop
+    summary = tiny_world.summary()
+    assert summary["purchases"] == int(obs.impressions["purchase"].sum()) > 0
+
+
+def test_time_split_is_ordered(tiny_world):
+    s = tiny_world.observed.sessions
+    assert s["day"].is_monotonic_increasing
+    assert set(s["split"]) == {"train", "valid", "test"}
+    last_train = s.loc[s.split == "train", "day"].max()
+    first_valid, last_valid = s.loc[s.split == "valid", "day"].agg(["min", "max"])
+    assert last_train < tiny_world.observed.train_end <= first_valid
+    assert last_valid < tiny_world.observed.valid_end <= s.loc[s.split == "test", "day"].min()
+    signup = tiny_world.observed.users.set_index("user_id").loc[s["user_id"], "signup_day"].to_numpy()
+    assert (s["day"].to_numpy() >= np.minimum(signup, 0) - 1e-3).all()
+
+
+def test_funnel_is_graded_and_pages_are_valid(tiny_world):
+    imp = tiny_world.observed.impressions
+    assert (imp["cart"] <= imp["click"]).all() and (imp["purchase"] <= imp["cart"]).all()
+    assert imp.groupby("session_id")["purchase"].sum().max() == 1
+    assert imp["position"].between(0, tiny_world.config.page_size - 1).all()
+    assert not imp.duplicated(["session_id", "listing_id"]).any()
+    logs = tiny_world.observed.logs()
+    created = tiny_world.observed.listings["created_day"].to_numpy()[logs["listing_id"]]
+    assert (created <= logs["day"].to_numpy() + 1e-3).all()
+
+
+def test_new_listings_are_cold_in_training(tiny_world):
+    obs = tiny_world.observed
+    late = obs.listings.loc[obs.listings["created_day"] >= obs.train_end, "listing_id"]
+    assert len(late) > 0
+    assert not obs.logs("train")["listing_id"].isin(late).any()
+
+
+def test_labels_only_for_held_out_sessions_and_of_the_wanted_type(tiny_world):
+    s = tiny_world.observed.sessions
+    labels = tiny_world.latent.labels
+    assert (labels[s.split == "train"] == -1).all()
+    held = s.loc[s.split != "train", "session_id"].to_numpy()
+    assert (labels[held] >= 0).mean() > 0.99
+    ok = held[labels[held] >= 0]
+    lat = tiny_world.latent
+    assert (lat.listings["type"][labels[ok]] == lat.intents["type"][ok]).all()
+    assert (lat.listings["created_day"][labels[ok]] <= lat.intents["day"][ok]).all()
+
+
+def test_buyer_words_never_share_a_token_with_common_words():
+    terms = [t for ts in V.CATEGORIES.values() for t in ts] + [t for ts in V.MATERIALS.values() for t in ts]
+    terms += [*V.COLOURS, *V.STYLES, *V.OCCASIONS, *V.RECIPIENTS]
+    for term in terms:
+        common = {w for form in term.common for w in tokenize(form)}
+        for form in term.buyer:
+            assert not set(tokenize(form)) & common, (term.name, form)
+
+
+def test_long_queries_share_fewer_words_with_what_buyers_want(tiny_world):
+    s = tiny_world.observed.sessions
+    held = s[s.split != "train"]
+    docs = listing_documents(tiny_world.observed.listings)
+    labels = tiny_world.latent.labels[held["session_id"]]
+    level = tiny_world.latent.intents["level"][held["session_id"]]
+    overlap = np.array([word_overlap(q, docs[label]) for q, label in zip(held["query"], labels, strict=True)])
+    assert np.nanmean(overlap[level == 0]) > 0.9
+    assert np.nanmean(overlap[level >= 2]) < 0.6
+
+
+def test_query_frequencies_have_a_head_and_a_tail(tiny_world):
+    freq = stats.query_frequencies(tiny_world.observed)
+    assert freq["count"].iloc[0] >= 20 * freq["count"].median()
+    assert (freq["count"] == 1).mean() > 0.5
+
+
+def test_logs_show_position_bias_quality_and_location(tiny_world):
+    ctr = stats.click_rate_by_position(tiny_world.observed)
+    assert ctr.iloc[:3].mean() > 2 * ctr.iloc[-3:].mean()
+    logs = tiny_world.observed.impressions
+    quality = tiny_world.latent.listings["quality"][logs["listing_id"]]
+    assert logs["purchase"][quality > 0.5].mean() > 2 * logs["purchase"][quality < -0.5].mean()
+    dist = stats.buyer_shop_distance(tiny_world.observed)
+    assert dist.loc[dist.purchase, "domestic"].mean() > dist["domestic"].mean() + 0.1
+
+
+def test_co_purchases_share_hidden_aesthetics(tiny_world):
+    logs = tiny_world.observed.logs()
+    bought = logs.loc[logs["purchase"], ["user_id", "listing_id"]]
+    pairs = bought.merge(bought, on="user_id")
+    pairs = pairs[pairs.listing_id_x < pairs.listing_id_y]
+    aes = tiny_world.latent.listings["aesthetic"]
+    same = (aes[pairs.listing_id_x] == aes[pairs.listing_id_y]).mean()
+    assert same > 2.0 / tiny_world.config.n_aesthetics
+
+
+def test_misspell_changes_one_character():
+    rng = np.random.default_rng(0)
+    for word in ["necklace", "bohemian", "cerulean"]:
+        typo = misspell(word, rng)
+        assert abs(len(typo) - len(word)) <= 1 and typo[0] == word[0]
+    assert misspell("mug", rng) == "mug"
+    assert misspell("two words", rng) == "two words"
+
+
+# --- the choice model on a hand-made world ----------------------------------------------------------
+
+def _hand_world(weights: ChoiceWeights) -> LatentTruth:
+    """Two listings of type 0 and one of type 1 (same category), one buyer in New York."""
+    listings = {
+        "type": np.array([0, 0, 1]), "category": np.array([0, 0, 0]), "colour": np.array([2, 3, 2]),
+        "style": np.array([1, 1, 1]), "material": np.array([0, 1, 0]), "recipient": np.array([-1, 4, -1]),
+        "occasion": np.array([-1, -1, -1]), "aesthetic": np.array([0, 1, 0]), "quality": np.array([1.0, 0.0, 0.0]),
+        "log_price": np.log([20.0, 40.0, 20.0]), "base_log_price": np.log([20.0, 20.0, 20.0]),
+        "shop_lat": np.array([40.7, 51.5, 40.7]), "shop_lon": np.array([-74.0, -0.1, -74.0]),
+        "shop_country": np.array([0, 1, 0]), "created_day": np.array([-5.0, -5.0, 3.0]),
+    }
+    users = {"lat": np.array([40.7]), "lon": np.array([-74.0]), "country": np.array([0]),
+             "aesthetic_pref": np.array([[0.75, 0.25]]), "log_price_level": np.array([0.0])}
+    intents = {"user": np.array([0]), "day": np.array([1.0]), "type": np.array([0]), "category": np.array([0]),
+               "colour": np.array([2]), "style": np.array([1]), "material": np.array([0]),
+               "recipient": np.array([4]), "occasion": np.array([-1]),
+               "expr_type": np.array([True]), "expr_category": np.array([False]), "expr_colour": np.array([True]),
+               "expr_style": np.array([False]), "expr_material": np.array([False]),
+               "expr_recipient": np.array([False]), "expr_occasion": np.array([False])}
+    return LatentTruth(listings=listings, users=users, intents=intents, labels=np.array([-1]), weights=weights,
+                       n_aesthetics=2)
+
+
+def test_utility_matches_a_hand_computation():
+    w = ChoiceWeights()
+    lat = _hand_world(w)
+    got = utility(lat, np.array([0]), np.array([[0, 1, 2]]))[0]
+    london = geo.haversine_miles(40.7, -74.0, 51.5, -0.1)
+    # listing 0: colour (expressed), style, material match; aesthetic pref 0.75*2; quality 1; same place & price
+    u0 = w.facet * (1 + w.expressed) + w.facet + w.facet + w.aesthetic * np.log(1.5) + w.quality
+    # listing 1: style and recipient match; aesthetic 0.25*2; abroad; price twice the usual
+    u1 = (2 * w.facet + w.aesthetic * np.log(0.5) - w.distance * london / 1000 - w.international
+          - w.price * np.log(2.0))
+    # listing 2: another type of the same category, otherwise like listing 0 without quality
+    u2 = -0.6 * w.type_mismatch + w.facet * (1 + w.expressed) + 2 * w.facet + w.aesthetic * np.log(1.5)
+    np.testing.assert_allclose(got, [u0, u1, u2], rtol=1e-9)
+
+
+def test_relevance_grades_by_hand():
+    lat = _hand_world(ChoiceWeights())
+    grades = relevance_grades(lat, np.array([0]), np.array([[0, 1, 2, -1]]))[0]
+    # 0: right type, named colour, but not the wanted recipient -> 2; 1: right type, wrong colour -> 1;
+    # 2: wrong type -> 0; padding -> 0
+    assert grades.tolist() == [2, 1, 0, 0]
+
+
+def test_ideal_gains_are_the_best_available_grades():
+    lat = _hand_world(ChoiceWeights())
+    # listing 2 is not yet created on day 1, the others are
+    assert ideal_gains(lat, np.array([0]), k=3)[0].tolist() == [2, 1, 0]
+
+
+def test_catalogue_choice_picks_available_listings_of_the_wanted_type():
+    lat = _hand_world(ChoiceWeights())
+    picks = choose_from_catalogue(lat, np.zeros(200, dtype=int), np.random.default_rng(0))
+    assert set(picks.tolist()) <= {0, 1}
+    assert (picks == 0).mean() > 0.8  # listing 0 has the much higher utility
+
+
+def test_zero_weights_remove_the_location_effect():
+    cfg = MarketplaceConfig.preset("tiny", weights=ChoiceWeights(distance=0.0, international=0.0))
+    world = generate(cfg)
+    dist = stats.buyer_shop_distance(world.observed)
+    assert abs(dist.loc[dist.purchase, "domestic"].mean() - dist["domestic"].mean()) < 0.1
+
+
+@pytest.mark.parametrize("field", ["listings", "users", "intents"])
+def test_latent_truth_is_a_separate_frozen_object(tiny_world, field):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(tiny_world.latent, field, {})
+
+
+def test_vocab_index_is_consistent():
+    vi = vocab_index()
+    assert vi.n_types == sum(len(v) for v in V.CATEGORIES.values())
+    assert vi.taxonomy_path(0) == "jewelry > necklace"
+    assert np.isclose(vi.category_weights.sum(), 1.0)
