@@ -82,10 +82,16 @@ class EvaluationSet:
     @classmethod
     def build(cls, world: Marketplace, split: str = "test", max_sessions: int | None = None,
               seed: int = 0) -> EvaluationSet:
-        """Collect a window's sessions (optionally a fixed random sample of ``max_sessions``)."""
+        """Collect a window's labelled sessions (optionally a fixed random sample of ``max_sessions``).
+
+        Sessions without a label (none of the wanted product type existed yet, or the config capped
+        ``max_labelled_sessions``) are left out.
+        """
         if split == "train":
             raise ValueError("evaluate on 'valid' or 'test'; training sessions have no held-out labels")
-        return cls._collect(world, world.observed.split(split), world.latent.labels, max_sessions, seed)
+        sessions = world.observed.split(split)
+        labelled = world.latent.labels[sessions["session_id"].to_numpy()] >= 0
+        return cls._collect(world, sessions[labelled], world.latent.labels, max_sessions, seed)
 
     @classmethod
     def from_logged_purchases(cls, world: Marketplace, split: str = "test", max_sessions: int | None = None,

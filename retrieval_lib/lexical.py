@@ -88,6 +88,8 @@ class BM25Retriever:
         """How many listings share at least one word with each query (the size of its lexical match set)."""
         if self._model is None:
             raise RuntimeError("call fit() before n_matches()")
+        if isinstance(queries, str):
+            raise TypeError("n_matches() takes a sequence of queries; wrap a single query in a list")
         out = np.zeros(len(queries), dtype=np.int64)
         for i, tokens in enumerate(tokenize_many(queries)):
             known = [t for t in tokens if t in self.vocabulary]

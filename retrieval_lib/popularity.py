@@ -10,8 +10,8 @@ import pandas as pd
 
 from retrieval_lib.lexical import PAD
 
-#: How much each logged interaction counts towards popularity.
-INTERACTION_WEIGHTS = {"purchase": 1.0, "cart": 0.3, "click": 0.1}
+#: How much each logged interaction counts towards popularity (integers, so that ties are exact).
+INTERACTION_WEIGHTS = {"purchase": 10, "cart": 3, "click": 1}
 
 
 class PopularityRetriever:
@@ -22,7 +22,7 @@ class PopularityRetriever:
 
     def fit(self, impressions: pd.DataFrame) -> PopularityRetriever:
         """Count weighted engagement per listing in ``impressions`` (pass the training window only)."""
-        score = sum(w * impressions[col].to_numpy(dtype=float) for col, w in INTERACTION_WEIGHTS.items())
+        score = sum(w * impressions[col].to_numpy(dtype=np.int64) for col, w in INTERACTION_WEIGHTS.items())
         totals = pd.Series(score).groupby(impressions["listing_id"].to_numpy()).sum()
         totals = totals[totals > 0]
         order = np.lexsort((totals.index.to_numpy(), -totals.to_numpy()))  # ties by id: deterministic

@@ -57,9 +57,9 @@ def load(path: str | Path | None = None) -> dict[str, float]:
 
 
 def _check(key: str, value: object) -> float | int:
-    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise ValueError(f"result key {key!r} must be lower-case dot-separated words, e.g. 'bm25.recall@100.all'")
-    if isinstance(value, bool | np.bool_) or not isinstance(value, Real | np.number):
+    if isinstance(value, bool | np.bool_ | np.complexfloating) or not isinstance(value, Real | np.number):
         raise ValueError(f"result {key!r} must be a number, got {type(value).__name__}")
     if not math.isfinite(float(value)):
         raise ValueError(f"result {key!r} must be finite, got {value!r}")

@@ -202,12 +202,12 @@ def _impressions(rows):
 
 
 def test_popularity_ranks_by_weighted_engagement():
-    rows = ([(1, 0, 0, 1)]                 # one purchase alone: 1.0
-            + [(2, 0, 1, 0)] * 3           # three carts: 0.9
-            + [(3, 0, 1, 0)] * 2           # two carts: 0.6
-            + [(4, 1, 0, 0)] * 5           # five clicks: 0.5
-            + [(5, 1, 0, 0)] * 4           # four clicks: 0.4
-            + [(6, 0, 1, 0)]               # one cart: 0.3
+    rows = ([(1, 0, 0, 1)]                 # one purchase alone: 10
+            + [(2, 0, 1, 0)] * 3           # three carts: 9
+            + [(3, 0, 1, 0)] * 2           # two carts: 6
+            + [(4, 1, 0, 0)] * 5           # five clicks: 5
+            + [(5, 1, 0, 0)] * 4           # four clicks: 4
+            + [(6, 0, 1, 0)]               # one cart: 3
             + [(7, 0, 0, 0)] * 9)          # impressions only: never ranked
     ranking = PopularityRetriever().fit(_impressions(rows)).ranking
     np.testing.assert_array_equal(ranking, [1, 2, 3, 4, 5, 6])
@@ -220,6 +220,23 @@ def test_popularity_breaks_ties_by_listing_id():
     np.testing.assert_array_equal(ranking, [10, 30, 40, 15, 20])
     again = PopularityRetriever().fit(_impressions(rows[::-1])).ranking
     np.testing.assert_array_equal(again, ranking)
+
+
+def test_popularity_ties_across_interaction_types_are_exact():
+    # three clicks weigh exactly one cart; ten clicks exactly one purchase: ties fall back to the id
+    rows = [(5, 1, 0, 0)] * 3 + [(3, 0, 1, 0)] + [(9, 1, 0, 0)] * 10 + [(2, 0, 0, 1)]
+    ranking = PopularityRetriever().fit(_impressions(rows)).ranking
+    np.testing.assert_array_equal(ranking, [2, 9, 3, 5])
+
+
+def test_popularity_tie_break_on_a_larger_catalogue():
+    rng = np.random.default_rng(3)
+    ids = rng.permutation(np.arange(500, 600))
+    purchases = rng.integers(1, 4, size=ids.size)  # whole purchases: exact scores, many ties
+    rows = [(lid, 1, 1, 1) for lid, n in zip(ids, purchases, strict=True) for _ in range(n)]
+    ranking = PopularityRetriever().fit(_impressions(rows)).ranking
+    expected = [lid for _, lid in sorted(zip(-purchases, ids, strict=True))]
+    np.testing.assert_array_equal(ranking, expected)
 
 
 def test_popularity_gives_every_session_the_same_padded_list():

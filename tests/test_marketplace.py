@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from retrieval_lib import geo
+from retrieval_lib.evaluation import EvaluationSet
 from retrieval_lib.marketplace import ChoiceWeights, LatentTruth, MarketplaceConfig, generate, stats
 from retrieval_lib.marketplace import vocabulary as V
 from retrieval_lib.marketplace.behaviour import (
@@ -77,7 +78,7 @@ def test_labels_only_for_held_out_sessions_and_of_the_wanted_type(tiny_world):
     labels = tiny_world.latent.labels
     assert (labels[s.split == "train"] == -1).all()
     held = s.loc[s.split != "train", "session_id"].to_numpy()
-    assert (labels[held] >= 0).mean() > 0.99
+    assert (labels[held] >= 0).mean() > 0.99  # tiny labels every held-out session
     ok = held[labels[held] >= 0]
     lat = tiny_world.latent
     assert (lat.listings["type"][labels[ok]] == lat.intents["type"][ok]).all()
@@ -217,3 +218,10 @@ def test_vocab_index_is_consistent():
     assert vi.n_types == sum(len(v) for v in V.CATEGORIES.values())
     assert vi.taxonomy_path(0) == "jewelry > necklace"
     assert np.isclose(vi.category_weights.sum(), 1.0)
+
+
+def test_label_budget_caps_the_labelled_sessions():
+    world = generate(MarketplaceConfig.preset("tiny", max_labelled_sessions=100))
+    assert (world.latent.labels >= 0).sum() <= 100
+    es = EvaluationSet.build(world, "test")
+    assert (es.targets >= 0).all() and 0 < len(es.sessions) <= 100

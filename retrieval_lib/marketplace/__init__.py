@@ -66,6 +66,8 @@ def generate(config: MarketplaceConfig | str = "book", seed: int | None = None) 
                          n_aesthetics=cfg.n_aesthetics)
     # evaluation labels: what each held-out buyer would buy from the whole catalogue
     held_out = np.flatnonzero(split != "train")
+    if held_out.size > cfg.max_labelled_sessions:
+        held_out = np.sort(rngs["labels"].choice(held_out, size=cfg.max_labelled_sessions, replace=False))
     labels = latent.labels.copy()
     labels[held_out] = behaviour.choose_from_catalogue(latent, held_out, rngs["labels"])
     latent = dataclasses.replace(latent, labels=labels)

@@ -76,6 +76,8 @@ class MarketplaceConfig:
     listing_buyer_vocab_rate: float = 0.06
     # logging policy (production-like lexical search with exploration)
     page_size: int = 16
+    # evaluation: how many held-out sessions get a whole-catalogue label (a random sample; the rest keep -1)
+    max_labelled_sessions: int = 50_000
     candidate_depth: int = 100
     explore_rate: float = 0.25
     classifier_accuracy: float = 0.7
@@ -88,7 +90,7 @@ class MarketplaceConfig:
 
     def __post_init__(self) -> None:
         positive = ["n_listings", "n_shops", "n_users", "n_sessions", "n_days", "n_aesthetics",
-                    "page_size", "candidate_depth"]
+                    "page_size", "candidate_depth", "max_labelled_sessions"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -150,7 +152,7 @@ PRESETS: dict[str, MarketplaceConfig] = {
                               n_sessions=8_000, n_days=60),
     "book": MarketplaceConfig(name="book"),
     "large": MarketplaceConfig(name="large", n_listings=1_000_000, n_shops=25_000, n_users=200_000,
-                               n_sessions=700_000, n_days=120),
+                               n_sessions=700_000, n_days=120, max_labelled_sessions=5_000),
 }
 
 #: Environment variable that picks the preset the chapters run on (``book`` unless set).

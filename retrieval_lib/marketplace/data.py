@@ -59,7 +59,8 @@ class LatentTruth:
 
     ``listings``, ``users`` and ``intents`` are dicts of numpy arrays indexed by listing, user and
     session id; ``labels[s]`` is the listing the buyer of session ``s`` would buy from the whole
-    catalogue (``-1`` for training sessions, whose labels are never needed).
+    catalogue (``-1`` for training sessions, whose labels are never needed, and for held-out sessions beyond
+    the config's ``max_labelled_sessions``).
     """
 
     listings: dict[str, np.ndarray]

@@ -1,0 +1,146 @@
+import json
+import re
+
+import numpy as np
+import pytest
+
+from retrieval_lib import results
+from retrieval_lib.results import RESULTS_ENV, deterministic, load, record, results_path
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "out" / "results.json"
+
+
+def test_record_writes_a_flat_sorted_json(path):
+    assert record("zeta.recall@10.all", 0.25, path=path) == 0.25
+    assert record("alpha.n_requests", 12, path=path) == 12
+    assert record("bm25.recall@100.tail", 0.5, path=path) == 0.5
+    text = path.read_text()
+    data = json.loads(text)
+    assert data == {"alpha.n_requests": 12, "bm25.recall@100.tail": 0.5, "zeta.recall@10.all": 0.25}
+    assert list(data) == sorted(data)
+    assert load(path) == data
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_record_overwrites_an_existing_key(path):
+    record("a.b", 1.0, path=path)
+    record("a.b", 2.5, path=path)
+    assert load(path) == {"a.b": 2.5}
+
+
+def test_record_uses_the_environment_variable(tmp_path, monkeypatch):
+    target = tmp_path / "env" / "res.json"
+    monkeypatch.setenv(RESULTS_ENV, str(target))
+    assert results_path() == target
+    record("pop.recall@100.all", 0.125)
+    assert json.loads(target.read_text()) == {"pop.recall@100.all": 0.125}
+    assert load() == {"pop.recall@100.all": 0.125}
+
+
+def test_load_of_a_missing_file_is_empty(tmp_path):
+    assert load(tmp_path / "nothing.json") == {}
+
+
+@pytest.mark.parametrize("key", [
+    "BM25.recall", "bm25.Recall", "recall", "bm25 recall.all", "bm25.recall all", " a.b", "a..b", ".a.b",
+    "a.b.", "a-b.c", "", "a/b.c",
+])
+def test_invalid_keys_are_rejected_by_name(path, key):
+    with pytest.raises(ValueError, match=re.escape(repr(key))):
+        record(key, 1.0, path=path)
+    assert not path.exists()
+
+
+def test_non_string_key_is_rejected(path):
+    with pytest.raises(ValueError, match="key"):
+        record(12, 1.0, path=path)
+
+
+def test_key_with_a_trailing_newline_is_rejected(path):
+    # KEY_PATTERN ends in "$", which also matches just before a final "\n"; the key is not a word.
+    with pytest.raises(ValueError, match="key"):
+        record("bm25.recall\n", 1.0, path=path)
+
+
+@pytest.mark.parametrize("value", [
+    "0.5", None, [1.0], {"x": 1}, True, False, np.bool_(True), float("nan"), float("inf"), -float("inf"),
+    np.float64("nan"), np.float32("inf"), 1 + 0j,
+])
+def test_invalid_values_are_rejected(path, value):
+    with pytest.raises(ValueError, match="bm25.recall"):
+        record("bm25.recall", value, path=path)
+    assert not path.exists()
+
+
+def test_numpy_complex_is_rejected_like_python_complex(path):
+    # a numpy complex is an np.number, so it passes the type check and loses its imaginary part
+    with pytest.raises(ValueError, match="number"):
+        record("a.b", np.complex128(1 + 2j), path=path)
+
+
+@pytest.mark.parametrize("value, expected, kind", [
+    (np.int64(7), 7, int), (np.int32(-3), -3, int), (np.uint8(200), 200, int),
+    (np.float64(0.75), 0.75, float), (np.float32(0.5), 0.5, float), (3, 3, int), (0.1, 0.1, float),
+])
+def test_numpy_numbers_are_stored_as_python_numbers(path, value, expected, kind):
+    stored = record("a.b", value, path=path)
+    assert type(stored) is kind and stored == expected
+    loaded = load(path)["a.b"]
+    assert type(loaded) is kind and loaded == expected
+
+
+@pytest.mark.parametrize("garbage", ["not json at all {", "[1, 2, 3]", "42", b"\xff\xfe\x00garbage"])
+def test_a_corrupted_file_is_replaced_with_a_warning(path, garbage):
+    path.parent.mkdir(parents=True)
+    if isinstance(garbage, bytes):
+        path.write_bytes(garbage)
+    else:
+        path.write_text(garbage)
+    with pytest.raises(ValueError, match="results"):
+        load(path)
+    with pytest.warns(UserWarning, match="fresh results file"):
+        assert record("a.b", 2, path=path) == 2
+    assert load(path) == {"a.b": 2}
+
+
+def test_deterministic_drops_timings():
+    data = {"bm25.index_seconds": 3.2, "bm25.recall@100.all": 0.4, "seconds.count": 2, "a.b_seconds_x": 1}
+    assert deterministic(data) == {"bm25.recall@100.all": 0.4, "seconds.count": 2, "a.b_seconds_x": 1}
+    assert deterministic({}) == {}
+
+
+def test_results_path_finds_the_book(tmp_path, monkeypatch):
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    root = tmp_path / "repo"
+    (root / "book").mkdir(parents=True)
+    (root / "book" / "_config.yml").write_text("title: test\n")
+    inner = root / "notebooks" / "deep"
+    inner.mkdir(parents=True)
+    monkeypatch.chdir(inner)
+    expected = root.resolve() / "book" / "_build" / "results.json"
+    assert results_path() == expected
+    record("a.b", 1, glue=False)
+    assert json.loads(expected.read_text()) == {"a.b": 1}
+    monkeypatch.chdir(root)
+    assert results_path() == expected
+
+
+def test_results_path_falls_back_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    (tmp_path / "book").mkdir()  # a book folder without _config.yml does not count
+    monkeypatch.chdir(tmp_path)
+    assert results_path() == tmp_path.resolve() / "results.json"
+
+
+def test_empty_environment_variable_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv(RESULTS_ENV, "")
+    monkeypatch.chdir(tmp_path)
+    assert results_path() == tmp_path.resolve() / "results.json"
+
+
+def test_glue_outside_a_notebook_is_a_no_op(path):
+    assert results.record("a.b", 0.5, path=path, glue=True) == 0.5
+    assert load(path) == {"a.b": 0.5}
