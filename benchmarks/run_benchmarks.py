@@ -22,7 +22,7 @@ CHILD = """
 import json, resource, time
 from retrieval_lib.marketplace import generate
 start = time.perf_counter()
-world = generate({preset!r}, seed=0)
+world = generate({preset!r}, seed=0, progress=True)
 seconds = time.perf_counter() - start
 peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 print(json.dumps({{"preset": {preset!r}, "seconds": seconds, "peak_rss_gib": peak_gib, **world.summary()}}))
@@ -31,8 +31,8 @@ print(json.dumps({{"preset": {preset!r}, "seconds": seconds, "peak_rss_gib": pea
 
 def bench_generation(preset: str) -> dict:
     """Generate one preset in a fresh process (so peak memory is that preset's alone)."""
-    proc = subprocess.run([sys.executable, "-c", CHILD.format(preset=preset)], capture_output=True, text=True,
-                          cwd=ROOT, check=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD.format(preset=preset)], stdout=subprocess.PIPE, text=True,
+                          cwd=ROOT, check=True)  # progress bars go to stderr, straight to the terminal
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

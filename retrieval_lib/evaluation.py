@@ -179,3 +179,38 @@ def evaluate(retriever: Retriever, data: Marketplace | EvaluationSet, split: str
     out[f"ndcg@{NDCG_K}"] = metrics.ndcg_at_k(gains, es.ideal, NDCG_K)
     out["mrr"] = metrics.reciprocal_rank(ranked, es.targets)
     return EvaluationResult(pd.DataFrame(out))
+
+
+def history_reveals_taste(eval_set: EvaluationSet, facet: str = "style", segment: str = "head",
+                          min_clicks: int = 5) -> dict[str, float]:
+    """Measure whether a buyer's click history predicts the hidden facet of what they want.
+
+    For the ``segment`` sessions of buyers with at least ``min_clicks`` earlier clicks, compare how often
+    the wanted listing's ``facet`` equals the most common ``facet`` among those clicks (``match``) with
+    how often a random listing of the wanted product type has it (``chance``). It reads latent truth, so
+    use it to explain and measure, never as a feature.
+    """
+    world = eval_set.world
+    values = world.latent.listings[facet]
+    types = world.latent.listings["type"]
+    logs = world.observed.logs()
+    clicks = logs.loc[logs["click"], ["user_id", "day", "listing_id"]].sort_values(["user_id", "day"])
+    by_user = {u: (g["day"].to_numpy(), values[g["listing_id"].to_numpy()]) for u, g in clicks.groupby("user_id")}
+    n_values = int(values.max()) + 1
+    type_share = np.zeros((int(types.max()) + 1, n_values))
+    np.add.at(type_share, (types, values), 1.0)
+    type_share /= type_share.sum(axis=1, keepdims=True)
+    match, chance = [], []
+    rows = np.flatnonzero((eval_set.segment == segment) & (eval_set.targets >= 0))
+    for i in rows:
+        user, day = eval_set.sessions.at[i, "user_id"], eval_set.sessions.at[i, "day"]
+        days, seen = by_user.get(user, (np.empty(0), np.empty(0, dtype=int)))
+        earlier = seen[: np.searchsorted(days, day, side="left")]
+        if earlier.size < min_clicks:
+            continue
+        mode = int(np.bincount(earlier, minlength=n_values).argmax())
+        label = eval_set.targets[i]
+        match.append(values[label] == mode)
+        chance.append(type_share[types[label], mode])
+    return {"match": float(np.mean(match)) if match else float("nan"),
+            "chance": float(np.mean(chance)) if chance else float("nan"), "sessions": len(match)}

@@ -26,6 +26,8 @@ class BM25Retriever:
     ----------
     k1, b : float
         The usual BM25 term-saturation and length-normalisation parameters.
+    n_threads : int
+        Threads for batch search (``-1``: all cores). Results do not depend on it.
 
     Examples
     --------
@@ -33,10 +35,12 @@ class BM25Retriever:
     >>> ids, scores = bm25.search(["silver necklace"], k=10)          # doctest: +SKIP
     """
 
-    def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
+    def __init__(self, k1: float = 1.2, b: float = 0.75, n_threads: int = 1) -> None:
         if k1 < 0 or not 0.0 <= b <= 1.0:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
-        self.k1, self.b = k1, b
+        if n_threads == 0 or n_threads < -1:
+            raise ValueError(f"n_threads must be positive or -1 (all cores), got {n_threads}")
+        self.k1, self.b, self.n_threads = k1, b, n_threads
         self._model: bm25s.BM25 | None = None
         self.listing_ids: np.ndarray = np.empty(0, dtype=np.int64)
         self.vocabulary: frozenset[str] = frozenset()
@@ -53,8 +57,8 @@ class BM25Retriever:
         self.vocabulary = frozenset(t for doc in tokens for t in doc)
         return self
 
-    def search(self, queries: Sequence[str], k: int = 100) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` listings per query.
+    def search(self, queries: Sequence[str], k: int = 100, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` listings per query (``progress`` shows a progress bar for long batches).
 
         Returns
         -------
@@ -77,7 +81,8 @@ class BM25Retriever:
         if not known:
             return ids, scores
         kk = min(k, len(self.listing_ids))
-        docs, sc = self._model.retrieve([tokens[i] for i in known], k=kk, show_progress=False, n_threads=1)
+        docs, sc = self._model.retrieve([tokens[i] for i in known], k=kk, show_progress=progress,
+                                        n_threads=self.n_threads)
         hit = sc > 0
         rows = np.asarray(known)
         ids[rows, :kk] = np.where(hit, self.listing_ids[docs], PAD)

@@ -63,3 +63,8 @@ def test_buyers_of_the_same_head_query_want_different_listings(r):
 def test_logged_labels_flatter_bm25(r):
     assert r["bm25.logged.recall@100.all"] > r["bm25.recall@100.all"]
     assert r["bm25.logged.recall@100.tail"] > r["bm25.recall@100.tail"]
+
+
+def test_history_reveals_the_taste_head_queries_leave_unsaid(r):
+    assert r["bm25.head_history_taste.sessions"] >= 100
+    assert r["bm25.head_history_taste.match"] > 2 * r["bm25.head_history_taste.chance"]

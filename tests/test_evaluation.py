@@ -8,6 +8,7 @@ from retrieval_lib.evaluation import (
     evaluate,
     history_bin,
     history_length,
+    history_reveals_taste,
     query_segments,
     segment_of,
 )
@@ -130,3 +131,12 @@ def test_evaluate_accepts_a_world(tiny_world):
     result = evaluate(Oracle(tiny_world.latent.labels), tiny_world, split="valid", ks=(5,))
     assert "recall@5" in result.per_session.columns
     assert len(result.per_session) == (tiny_world.observed.sessions["split"] == "valid").sum()
+
+
+def test_history_reveals_taste_on_the_tiny_world(tiny_world):
+    es = EvaluationSet.build(tiny_world, "test")
+    taste = history_reveals_taste(es, facet="aesthetic", segment="head", min_clicks=3)
+    assert taste["sessions"] > 0
+    assert 0 <= taste["chance"] < taste["match"] <= 1
+    none = history_reveals_taste(es, facet="aesthetic", segment="head", min_clicks=10**6)
+    assert none["sessions"] == 0 and np.isnan(none["match"])

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from retrieval_lib.marketplace import behaviour, policy, queries, world
 from retrieval_lib.marketplace.config import PRESETS, ChoiceWeights, MarketplaceConfig, default_preset
@@ -27,11 +28,13 @@ __all__ = ["PRESETS", "SPLITS", "ChoiceWeights", "LatentTruth", "Marketplace", "
 _STREAMS = ("shops", "listings", "text", "users", "sessions", "intents", "queries", "pages", "funnel", "labels")
 
 
-def generate(config: MarketplaceConfig | str = "book", seed: int | None = None) -> Marketplace:
+def generate(config: MarketplaceConfig | str = "book", seed: int | None = None,
+             progress: bool = False) -> Marketplace:
     """Generate a marketplace from a config or a preset name (``tiny``, ``book``, ``large``).
 
     ``seed`` overrides the config's seed. The same config and seed always give identical data: every
-    stage draws from its own child stream of one ``numpy.random.SeedSequence``.
+    stage draws from its own child stream of one ``numpy.random.SeedSequence``. ``progress`` shows a
+    progress bar over the stages (worth it for ``large``).
     """
     cfg = MarketplaceConfig.preset(config) if isinstance(config, str) else config
     if not isinstance(cfg, MarketplaceConfig):
@@ -41,39 +44,51 @@ def generate(config: MarketplaceConfig | str = "book", seed: int | None = None) 
     rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(
         len(_STREAMS))), strict=True))
     vi = vocab_index()
+    bar = tqdm(total=5, desc=f"marketplace '{cfg.name}'", disable=not progress)
 
+    def stage(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    stage("catalogue")
     shops = world.make_shops(cfg, vi, rngs["shops"])
     lat_listings = world.make_listings(cfg, vi, shops, rngs["listings"])
     listings = world.observable_listings(cfg, vi, lat_listings, shops, rngs["text"])
     users = world.make_users(cfg, vi, rngs["users"])
+    bar.update()
 
+    stage("sessions and queries")
     sess = queries.make_sessions(cfg, users, rngs["sessions"])
     intents = queries.make_intents(cfg, vi, users, sess, rngs["intents"])
     expr = queries.choose_expression(cfg, intents, rngs["queries"])
     query_text = queries.render_queries(cfg, vi, intents, expr, rngs["queries"])
-
     train_end = cfg.train_fraction * cfg.n_days
     valid_end = (cfg.train_fraction + cfg.valid_fraction) * cfg.n_days
     split = np.where(sess["day"] < train_end, "train", np.where(sess["day"] < valid_end, "valid", "test"))
-
     lat_listings = {**lat_listings, "shop_lat": shops["lat"][lat_listings["shop"]],
                     "shop_lon": shops["lon"][lat_listings["shop"]],
-                    "shop_country": shops["country"][lat_listings["shop"]]}
-    lat_listings["base_log_price"] = lat_listings["base_log_price"][lat_listings["type"]]
+                    "shop_country": shops["country"][lat_listings["shop"]],
+                    "base_log_price": lat_listings["base_log_price"][lat_listings["type"]]}
     latent = LatentTruth(listings=lat_listings, users=users,
                          intents={**intents, **expr, "user": sess["user"], "day": sess["day"]},
                          labels=np.full(cfg.n_sessions, -1, dtype=np.int64), weights=cfg.weights,
                          n_aesthetics=cfg.n_aesthetics)
-    # evaluation labels: what each held-out buyer would buy from the whole catalogue
+    bar.update()
+
+    stage("evaluation labels")  # what each held-out buyer would buy from the whole catalogue
     held_out = np.flatnonzero(split != "train")
     if held_out.size > cfg.max_labelled_sessions:
         held_out = np.sort(rngs["labels"].choice(held_out, size=cfg.max_labelled_sessions, replace=False))
     labels = latent.labels.copy()
     labels[held_out] = behaviour.choose_from_catalogue(latent, held_out, rngs["labels"])
     latent = dataclasses.replace(latent, labels=labels)
-    pages = policy.show_pages(cfg, latent, listings, query_text, rngs["pages"])
-    impressions = policy.simulate_funnel(cfg, latent, pages, rngs["funnel"])
+    bar.update()
 
+    stage("logging policy (BM25)")
+    pages = policy.show_pages(cfg, latent, listings, query_text, rngs["pages"], progress=progress)
+    bar.update()
+
+    stage("buyer funnel")
+    impressions = policy.simulate_funnel(cfg, latent, pages, rngs["funnel"])
     observed = ObservedMarketplace(
         listings=listings,
         shops=world.observable_shops(shops, rngs["shops"]),
@@ -84,5 +99,7 @@ def generate(config: MarketplaceConfig | str = "book", seed: int | None = None) 
         train_end=train_end,
         valid_end=valid_end,
     )
+    bar.update()
+    bar.close()
     return Marketplace(config=cfg, observed=observed, latent=latent)
 

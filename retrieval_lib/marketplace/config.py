@@ -35,7 +35,7 @@ class ChoiceWeights:
 
     type_mismatch: float = 8.0
     facet: float = 1.0
-    expressed: float = 0.5
+    expressed: float = 1.0
     aesthetic: float = 0.9
     quality: float = 0.6
     distance: float = 0.35

@@ -31,13 +31,13 @@ def quality_multiplier(listings: pd.DataFrame) -> np.ndarray:
 
 
 def show_pages(cfg: MarketplaceConfig, latent: LatentTruth, listings: pd.DataFrame, queries: list[str],
-               rng: np.random.Generator) -> np.ndarray:
+               rng: np.random.Generator, progress: bool = False) -> np.ndarray:
     """The result page (``n_sessions x page_size`` listing ids, ``PAD`` for empty slots) of every session."""
     n = len(queries)
     intent, L = latent.intents, latent.listings
     unique, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
-    bm25 = BM25Retriever().fit(listings)
-    cand_u, score_u = bm25.search(list(unique), k=cfg.candidate_depth)
+    bm25 = BM25Retriever(n_threads=-1).fit(listings)
+    cand_u, score_u = bm25.search(list(unique), k=cfg.candidate_depth, progress=progress)
     qmult = quality_multiplier(listings)
     pages = np.full((n, cfg.page_size), PAD, dtype=np.int64)
     chunk = 20_000
