@@ -9,6 +9,7 @@ from retrieval_lib.evaluation import EvaluationSet
 from retrieval_lib.marketplace import ChoiceWeights, LatentTruth, MarketplaceConfig, generate, stats
 from retrieval_lib.marketplace import vocabulary as V
 from retrieval_lib.marketplace.behaviour import (
+    available,
     choose_from_catalogue,
     ideal_gains,
     relevance_grades,
@@ -225,3 +226,12 @@ def test_label_budget_caps_the_labelled_sessions():
     assert (world.latent.labels >= 0).sum() <= 100
     es = EvaluationSet.build(world, "test")
     assert (es.targets >= 0).all() and 0 < len(es.sessions) <= 100
+
+
+def test_ideal_gains_match_a_brute_force_scan(tiny_world):
+    lat = tiny_world.latent
+    sessions = tiny_world.observed.split("test")["session_id"].to_numpy()[:300]
+    all_ids = np.broadcast_to(np.arange(lat.listings["type"].size), (sessions.size, lat.listings["type"].size))
+    grades = np.where(available(lat, sessions, all_ids), relevance_grades(lat, sessions, all_ids), 0)
+    brute = -np.sort(-grades, axis=1)[:, :10]
+    np.testing.assert_array_equal(ideal_gains(lat, sessions, k=10), brute)

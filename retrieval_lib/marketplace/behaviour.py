@@ -94,18 +94,27 @@ def available(latent: LatentTruth, sessions: np.ndarray, cand: np.ndarray) -> np
 
 
 def ideal_gains(latent: LatentTruth, sessions: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
-    """The ``k`` best relevance grades in the whole available catalogue, per session (for ideal DCG)."""
+    """The ``k`` best relevance grades in the whole available catalogue, per session (for ideal DCG).
+
+    A query that names a product type gives grade 0 to every other type, so only that type's listings
+    are scored; category and gift queries scan the whole catalogue.
+    """
     sessions = np.asarray(sessions)
-    n_listings = latent.listings["type"].size
-    all_ids = np.arange(n_listings)
+    types = latent.listings["type"]
     out = np.zeros((sessions.size, k), dtype=np.int8)
-    for start in range(0, sessions.size, chunk):
-        s = sessions[start:start + chunk]
-        cand = np.broadcast_to(all_ids, (s.size, n_listings))
-        g = np.where(available(latent, s, cand), relevance_grades(latent, s, cand), 0)
-        kk = min(k, n_listings)
-        top = -np.partition(-g, kk - 1, axis=1)[:, :kk]
-        out[start:start + s.size, :kk] = -np.sort(-top, axis=1)
+    named = latent.intents["expr_type"][sessions]
+    groups = [(np.flatnonzero(named & (latent.intents["type"][sessions] == t)), np.flatnonzero(types == t))
+              for t in np.unique(latent.intents["type"][sessions[named]])]
+    groups.append((np.flatnonzero(~named), np.arange(types.size)))
+    for rows, cand_all in groups:
+        kk = min(k, cand_all.size)
+        for start in range(0, rows.size, chunk):
+            r = rows[start:start + chunk]
+            s = sessions[r]
+            cand = np.broadcast_to(cand_all, (s.size, cand_all.size))
+            g = np.where(available(latent, s, cand), relevance_grades(latent, s, cand), 0)
+            top = -np.partition(-g, kk - 1, axis=1)[:, :kk]
+            out[r, :kk] = -np.sort(-top, axis=1)
     return out
 
 

@@ -93,13 +93,7 @@ def render_queries(cfg: MarketplaceConfig, vi: VocabIndex, intents: dict[str, np
             terms = [vi.type_terms[t] for t in intents["type"][idx].tolist()]
             p_buyer = np.where(long_query[idx], cfg.buyer_type_rate, 0.0)
         else:
-            if facet == "material":
-                terms = [vi.material_terms[c][m] for c, m in zip(intents["category"][idx].tolist(),
-                                                                 intents["material"][idx].tolist(), strict=True)]
-            else:
-                table = {"style": vi.style_terms, "colour": vi.colour_terms, "recipient": vi.recipient_terms,
-                         "occasion": vi.occasion_terms}[facet]
-                terms = [table[i] for i in intents[facet][idx].tolist()]
+            terms = vi.facet_terms(facet, intents[facet][idx], intents["category"][idx])
             p_buyer = np.where(long_query[idx], cfg.buyer_vocab_rate, cfg.buyer_vocab_rate / 3)
         kinds = np.where(rng.random(idx.size) < p_buyer, BUYER, COMMON).astype(np.int8)
         col = [""] * n

@@ -44,6 +44,14 @@ class VocabIndex:
         """Number of materials per category (the same for every category)."""
         return len(self.material_terms[0])
 
+    def facet_terms(self, facet: str, values: np.ndarray, categories: np.ndarray) -> list[V.Term]:
+        """The :class:`Term` of each facet value (materials are looked up within their category)."""
+        if facet == "material":
+            return [self.material_terms[c][m] for c, m in zip(categories.tolist(), values.tolist(), strict=True)]
+        table = {"style": self.style_terms, "colour": self.colour_terms, "recipient": self.recipient_terms,
+                 "occasion": self.occasion_terms}[facet]
+        return [table[i] for i in values.tolist()]
+
     def taxonomy_path(self, type_id: int) -> str:
         """The observable taxonomy path of a product type, e.g. ``'jewelry > necklace'``."""
         return f"{self.category_names[self.type_category[type_id]]} > {self.type_terms[type_id].name}"

@@ -88,16 +88,6 @@ def make_listings(cfg: MarketplaceConfig, vi: VocabIndex, shops: dict[str, np.nd
     }
 
 
-def _facet_terms(vi: VocabIndex, lat: dict[str, np.ndarray], facet: str, idx: np.ndarray) -> list[V.Term]:
-    """The :class:`Term` of ``facet`` for each listing in ``idx``."""
-    if facet == "material":
-        return [vi.material_terms[c][m] for c, m in zip(lat["category"][idx].tolist(),
-                                                          lat["material"][idx].tolist(), strict=True)]
-    table = {"style": vi.style_terms, "colour": vi.colour_terms, "recipient": vi.recipient_terms,
-             "occasion": vi.occasion_terms}[facet]
-    return [table[i] for i in lat[facet][idx].tolist()]
-
-
 def listing_text(cfg: MarketplaceConfig, vi: VocabIndex, lat: dict[str, np.ndarray],
                  rng: np.random.Generator) -> tuple[list[str], list[tuple[str, ...]]]:
     """Write each listing's title and tags the way sellers do: mostly catalogue words, few buyer words.
@@ -111,19 +101,20 @@ def listing_text(cfg: MarketplaceConfig, vi: VocabIndex, lat: dict[str, np.ndarr
     slots: dict[str, list[str]] = {}
     tags: list[list[str]] = [[w] for w in render(types, draw_form_kinds(rng, n, 1.0 - p_buyer, p_buyer),
                                                  rng.random(n))]
+    def seller_words(facet: str, idx: np.ndarray) -> list[str]:
+        """How sellers word ``facet`` for the listings ``idx`` (mostly seller forms)."""
+        return render(vi.facet_terms(facet, lat[facet][idx], lat["category"][idx]),
+                      draw_form_kinds(rng, idx.size, p_seller, p_buyer), rng.random(idx.size))
+
     for facet in V.FACETS:
         has = lat[facet] >= 0 if facet in ("recipient", "occasion") else np.ones(n, bool)
         words = [""] * n
         in_title = np.flatnonzero(has & (rng.random(n) < TITLE_MENTION[facet]))
-        for i, w in zip(in_title.tolist(), render(_facet_terms(vi, lat, facet, in_title),
-                                                  draw_form_kinds(rng, in_title.size, p_seller, p_buyer),
-                                                  rng.random(in_title.size)), strict=True):
+        for i, w in zip(in_title.tolist(), seller_words(facet, in_title), strict=True):
             words[i] = f"for {w}" if facet == "recipient" else w
         slots[facet] = words
         in_tags = np.flatnonzero(has & (rng.random(n) < TAG_MENTION))
-        for i, w in zip(in_tags.tolist(), render(_facet_terms(vi, lat, facet, in_tags),
-                                                 draw_form_kinds(rng, in_tags.size, p_seller, p_buyer),
-                                                 rng.random(in_tags.size)), strict=True):
+        for i, w in zip(in_tags.tolist(), seller_words(facet, in_tags), strict=True):
             tags[i].append(w)
     slots["product"] = render(types, draw_form_kinds(rng, n, 0.5, p_buyer), rng.random(n))
     n_filler = rng.integers(0, 3, n).tolist()
