@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import bm25s
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
 
-from retrieval_lib.text import listing_documents, tokenize_many
+from retrieval_lib.text import listing_documents, tokenize, tokenize_many
 
 #: Id used to pad result lists that have fewer than ``k`` matches.
 PAD = -1
@@ -107,3 +109,12 @@ class BM25Retriever:
         unique, inverse = np.unique(sessions["query"].to_numpy(dtype=object).astype(str), return_inverse=True)
         ids, _ = self.search(list(unique), k)
         return ids[inverse]
+
+
+def tfidf_vectors(listings: pd.DataFrame) -> sparse.csr_matrix:
+    """L2-normalised TF-IDF vectors of the listings' text (the book's tokenizer), one row per listing.
+
+    A purely lexical notion of similarity, to compare learned embeddings against.
+    """
+    vectorizer = TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None, norm="l2")
+    return vectorizer.fit_transform(listing_documents(listings)).tocsr()

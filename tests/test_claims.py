@@ -68,3 +68,45 @@ def test_logged_labels_flatter_bm25(r):
 def test_history_reveals_the_taste_head_queries_leave_unsaid(r):
     assert r["bm25.head_history_taste.sessions"] >= 100
     assert r["bm25.head_history_taste.match"] > 2 * r["bm25.head_history_taste.chance"]
+
+
+# --- chapter 3: graph embeddings -------------------------------------------------------------------
+
+def test_query_degrees_are_heavy_tailed(r):
+    assert r["graph.query_degree.max"] > 20 * r["graph.query_degree.median"]
+
+
+def test_graph_knows_the_hidden_aesthetic_better_than_text(r):
+    assert r["graph.neighbor_precision@10"] > r["text.neighbor_precision@10"]
+    assert r["graph.neighbor_precision@10"] > r["graph.aesthetic_chance"]
+
+
+def test_text_knows_the_product_type_better_than_the_graph(r):
+    assert r["text.type_precision@10"] > r["graph.type_precision@10"]
+
+
+def test_graph_covers_head_queries_not_tail_queries(r):
+    assert 0 < r["graph.coverage"] < 1
+    assert r["graph.query_coverage.head"] > r["graph.query_coverage.tail"]
+    assert r["graph.recall@100.head"] > r["graph.recall@100.tail"]
+
+
+def test_node2vec_cost_grows_with_the_graph(r):
+    assert r["graph.cost.full_seconds"] > r["graph.cost.quarter_seconds"]
+
+
+# --- chapter 4: term embeddings --------------------------------------------------------------------
+
+def test_trigrams_survive_misspellings(r):
+    assert r["term.misspelling.trigram_share"] > r["term.misspelling.unigram_share"]
+
+
+def test_more_buckets_fewer_collisions(r):
+    assert r["term.collision_rate.1048576"] < r["term.collision_rate.65536"]
+
+
+def test_term_model_beats_bm25_overall_and_on_the_tail(r):
+    assert r["term.recall@100.tail"] > r["bm25.recall@100.tail"]
+    assert r["term.recall@100.tail"] > r["term.bm25_recall@100.tail"]
+    assert r["term.recall@100.all"] > r["term.bm25_recall@100.all"]
+    assert r["term.tail_wins"] > r["term.tail_losses"]

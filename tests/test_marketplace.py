@@ -156,11 +156,12 @@ def _hand_world(weights: ChoiceWeights) -> LatentTruth:
     users = {"lat": np.array([40.7]), "lon": np.array([-74.0]), "country": np.array([0]),
              "aesthetic_pref": np.array([[0.75, 0.25]]), "log_price_level": np.array([0.0])}
     intents = {"user": np.array([0]), "day": np.array([1.0]), "type": np.array([0]), "category": np.array([0]),
-               "colour": np.array([2]), "style": np.array([1]), "material": np.array([0]),
+               "colour": np.array([2]), "style": np.array([1]), "material": np.array([0]), "aesthetic": np.array([0]),
                "recipient": np.array([4]), "occasion": np.array([-1]),
                "expr_type": np.array([True]), "expr_category": np.array([False]), "expr_colour": np.array([True]),
                "expr_style": np.array([False]), "expr_material": np.array([False]),
-               "expr_recipient": np.array([False]), "expr_occasion": np.array([False])}
+               "expr_recipient": np.array([False]), "expr_occasion": np.array([False]),
+               "expr_aesthetic": np.array([False])}
     return LatentTruth(listings=listings, users=users, intents=intents, labels=np.array([-1]), weights=weights,
                        n_aesthetics=2)
 
@@ -170,13 +171,13 @@ def test_utility_matches_a_hand_computation():
     lat = _hand_world(w)
     got = utility(lat, np.array([0]), np.array([[0, 1, 2]]))[0]
     london = geo.haversine_miles(40.7, -74.0, 51.5, -0.1)
-    # listing 0: colour (expressed), style, material match; aesthetic pref 0.75*2; quality 1; same place & price
-    u0 = w.facet * (1 + w.expressed) + w.facet + w.facet + w.aesthetic * np.log(1.5) + w.quality
+    # listing 0: colour (expressed), style, material and aesthetic match; taste 0.75*2; quality 1; same place
+    u0 = w.facet * (1 + w.expressed) + 3 * w.facet + w.aesthetic * np.log(1.5) + w.quality
     # listing 1: style and recipient match; aesthetic 0.25*2; abroad; price twice the usual
     u1 = (2 * w.facet + w.aesthetic * np.log(0.5) - w.distance * london / 1000 - w.international
           - w.price * np.log(2.0))
     # listing 2: another type of the same category, otherwise like listing 0 without quality
-    u2 = -0.6 * w.type_mismatch + w.facet * (1 + w.expressed) + 2 * w.facet + w.aesthetic * np.log(1.5)
+    u2 = -0.6 * w.type_mismatch + w.facet * (1 + w.expressed) + 3 * w.facet + w.aesthetic * np.log(1.5)
     np.testing.assert_allclose(got, [u0, u1, u2], rtol=1e-9)
 
 

@@ -30,6 +30,7 @@ def facet_matches(latent: LatentTruth, sessions: np.ndarray, cand: np.ndarray) -
         "category": L["category"][cand] == intent["category"][s],
         "colour": L["colour"][cand] == intent["colour"][s],
         "style": L["style"][cand] == intent["style"][s],
+        "aesthetic": L["aesthetic"][cand] == intent["aesthetic"][s],
     }
     out["material"] = out["category"] & (L["material"][cand] == intent["material"][s])
     for f in ("recipient", "occasion"):

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from retrieval_lib.marketplace.vocabulary import AESTHETICS
+
 
 @dataclass(frozen=True)
 class ChoiceWeights:
@@ -117,6 +119,8 @@ class MarketplaceConfig:
                 or abs(sum(spec) - 1.0) > 1e-9):
             raise ValueError(f"MarketplaceConfig.specificity must be 4 non-negative probabilities "
                              f"summing to 1, got {spec!r}")
+        if self.n_aesthetics > len(AESTHETICS):
+            raise ValueError(f"MarketplaceConfig.n_aesthetics must be at most {len(AESTHETICS)} (named aesthetics)")
         if self.n_shops > self.n_listings:
             raise ValueError("MarketplaceConfig.n_shops must not exceed n_listings")
         if self.page_size > self.candidate_depth:

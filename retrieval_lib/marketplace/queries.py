@@ -43,6 +43,7 @@ def make_intents(cfg: MarketplaceConfig, vi: VocabIndex, users: dict[str, np.nda
         type_[idx] = rng.choice(types, size=idx.size)
     return {
         "category": category, "type": type_,
+        "aesthetic": sample_rows(rng, users["aesthetic_pref"][u]),
         "colour": sample_rows(rng, users["colour_pref"][u]),
         "style": sample_rows(rng, users["style_pref"][u]),
         "material": rng.integers(vi.n_materials, size=n),
@@ -100,8 +101,8 @@ def render_queries(cfg: MarketplaceConfig, vi: VocabIndex, intents: dict[str, np
         for i, w in zip(idx.tolist(), render(terms, kinds, rng.random(idx.size)), strict=True):
             col[i] = w
         words[facet] = col
-    typo = rng.random((n, 6)) < cfg.misspell_rate
-    order = ("style", "colour", "material", "type", "recipient", "occasion")
+    typo = rng.random((n, 7)) < cfg.misspell_rate
+    order = ("aesthetic", "style", "colour", "material", "type", "recipient", "occasion")
     queries = []
     for i in range(n):
         parts = []

@@ -32,6 +32,7 @@ class VocabIndex:
     style_terms: tuple[V.Term, ...]
     occasion_terms: tuple[V.Term, ...]
     recipient_terms: tuple[V.Term, ...]
+    aesthetic_terms: tuple[V.Term, ...]
     material_terms: tuple[tuple[V.Term, ...], ...]
 
     @property
@@ -49,7 +50,7 @@ class VocabIndex:
         if facet == "material":
             return [self.material_terms[c][m] for c, m in zip(categories.tolist(), values.tolist(), strict=True)]
         table = {"style": self.style_terms, "colour": self.colour_terms, "recipient": self.recipient_terms,
-                 "occasion": self.occasion_terms}[facet]
+                 "occasion": self.occasion_terms, "aesthetic": self.aesthetic_terms}[facet]
         return [table[i] for i in values.tolist()]
 
     def taxonomy_path(self, type_id: int) -> str:
@@ -82,6 +83,7 @@ def vocab_index() -> VocabIndex:
         style_terms=V.STYLES,
         occasion_terms=V.OCCASIONS,
         recipient_terms=V.RECIPIENTS,
+        aesthetic_terms=V.AESTHETICS,
         material_terms=tuple(V.MATERIALS[c] for c in cats),
     )
 

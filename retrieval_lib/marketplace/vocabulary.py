@@ -183,11 +183,21 @@ MATERIALS: dict[str, tuple[Term, ...]] = {
     ),
 }
 
+#: Aesthetics: the hidden taste clusters of listings. Buyers name them in queries ("cottagecore" style
+#: searches); sellers almost never write them, so only engagement can reveal which listing has which.
+AESTHETICS: tuple[Term, ...] = tuple(
+    _t(name, name, name, name) for name in (
+        "y2k", "coastal", "academia", "fairycore", "grandmillennial", "deco", "bauhaus", "scandi",
+        "japandi", "wabisabi", "maximalist", "preppy", "grunge", "western", "tropical", "nautical",
+        "celestial", "botanical", "seventies", "mod", "shabby chic", "industrial", "whimsigoth", "southwestern",
+    )
+)
+
 #: Words that sellers add to titles and that say nothing about the product.
 SELLER_FILLER: tuple[str, ...] = (
     "handmade", "personalized", "custom", "unique", "gift", "artisan", "one of a kind",
     "made to order", "eco friendly", "small batch",
 )
 
-#: Facet names in the order a title or query renders them (style colour material type recipient occasion).
-FACETS: tuple[str, ...] = ("style", "colour", "material", "recipient", "occasion")
+#: Facets of an intent or a listing besides the product type.
+FACETS: tuple[str, ...] = ("aesthetic", "style", "colour", "material", "recipient", "occasion")

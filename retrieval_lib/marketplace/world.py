@@ -22,9 +22,11 @@ from retrieval_lib.marketplace.vocab_index import (
 )
 
 #: How often a listing's title mentions each facet it has.
-TITLE_MENTION = {"style": 0.4, "colour": 0.65, "material": 0.65, "recipient": 0.6, "occasion": 0.6}
+TITLE_MENTION = {"aesthetic": 0.05, "style": 0.4, "colour": 0.65, "material": 0.65, "recipient": 0.6,
+                 "occasion": 0.6}
 #: How often a facet also appears as a tag.
-TAG_MENTION = 0.45
+TAG_MENTION = {"aesthetic": 0.05, "style": 0.45, "colour": 0.45, "material": 0.45, "recipient": 0.45,
+               "occasion": 0.45}
 #: Share of listings made for a recipient / an occasion.
 RECIPIENT_SHARE, OCCASION_SHARE = 0.3, 0.25
 #: Share of a listing's aesthetic drawn from the aesthetics aligned with its style (the rest is uniform).
@@ -113,12 +115,12 @@ def listing_text(cfg: MarketplaceConfig, vi: VocabIndex, lat: dict[str, np.ndarr
         for i, w in zip(in_title.tolist(), seller_words(facet, in_title), strict=True):
             words[i] = f"for {w}" if facet == "recipient" else w
         slots[facet] = words
-        in_tags = np.flatnonzero(has & (rng.random(n) < TAG_MENTION))
+        in_tags = np.flatnonzero(has & (rng.random(n) < TAG_MENTION[facet]))
         for i, w in zip(in_tags.tolist(), seller_words(facet, in_tags), strict=True):
             tags[i].append(w)
     slots["product"] = render(types, draw_form_kinds(rng, n, 0.5, p_buyer), rng.random(n))
     n_filler = rng.integers(0, 3, n).tolist()
-    order = ("style", "colour", "material", "product", "recipient", "occasion")
+    order = ("aesthetic", "style", "colour", "material", "product", "recipient", "occasion")
     titles = []
     for i in range(n):
         filler = [V.SELLER_FILLER[j] for j in rng.choice(len(V.SELLER_FILLER), size=n_filler[i], replace=False)]

@@ -1,0 +1,173 @@
+"""One training loop for every two-tower variant in the book.
+
+A model maps a batch to query and listing vectors; a loss turns them into a number; a validation
+function scores the model (higher is better) for early stopping. The best state is restored at the end.
+Later chapters plug in other negatives and losses without touching the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. ``patience`` epochs without a better validation score stop training."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    temperature: float = 0.05
+    patience: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+@dataclass
+class TrainHistory:
+    """What happened during training: mean loss and validation score per epoch, and the best epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    valid_score: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    seconds: float = 0.0
+
+    @property
+    def best_score(self) -> float:
+        """Validation score of the restored (best) epoch."""
+        return self.valid_score[self.best_epoch] if self.best_epoch >= 0 else float("nan")
+
+
+def accidental_hits(query_keys: np.ndarray, listing_ids: np.ndarray) -> torch.Tensor:
+    """``(B, B)`` mask of in-batch "negatives" that are really positives.
+
+    Off-diagonal pair ``(i, j)`` is masked when row ``j`` has the same listing as row ``i`` or the same
+    query (its listing was engaged with under row ``i``'s query too).
+    """
+    q = np.asarray(query_keys)
+    lid = np.asarray(listing_ids)
+    same = (lid[:, None] == lid[None, :]) | (q[:, None] == q[None, :])
+    np.fill_diagonal(same, False)
+    return torch.from_numpy(same)
+
+
+def in_batch_softmax_loss(query_vecs: torch.Tensor, listing_vecs: torch.Tensor, temperature: float,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax cross-entropy of each query against its own listing, the batch's other listings as negatives.
+
+    Scores are inner products divided by ``temperature`` (cosine when the vectors are L2-normalised);
+    ``mask`` removes accidental hits from the negatives.
+    """
+    if query_vecs.shape != listing_vecs.shape:
+        raise ValueError(f"query and listing vectors differ in shape: {tuple(query_vecs.shape)} vs "
+                         f"{tuple(listing_vecs.shape)}")
+    logits = query_vecs @ listing_vecs.T / temperature
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    target = torch.arange(len(logits))
+    return F.cross_entropy(logits, target)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    """Shuffled index batches over ``n`` examples (the last one may be smaller; size-1 batches dropped)."""
+    order = torch.randperm(n, generator=generator).numpy()
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        if idx.size > 1:
+            yield idx
+
+
+class Optimizer:
+    """Adam for dense parameters plus SparseAdam for sparse embedding tables, stepped together.
+
+    Sparse gradients update only the hashed buckets a batch touches, which makes large embedding
+    tables cheap to train on a CPU.
+    """
+
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float = 0.0) -> None:
+        sparse = [m.weight for m in model.modules()
+                  if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse and m.weight.requires_grad]
+        sparse_ids = {id(p) for p in sparse}
+        dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
+        self.optimizers: list[torch.optim.Optimizer] = []
+        if dense:
+            self.optimizers.append(torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay))
+        if sparse:
+            self.optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+        if not self.optimizers:
+            raise ValueError("the model has no trainable parameters")
+
+    def zero_grad(self) -> None:
+        """Clear the gradients of every parameter."""
+        for opt in self.optimizers:
+            opt.zero_grad()
+
+    def step(self) -> None:
+        """Apply one update to every parameter."""
+        for opt in self.optimizers:
+            opt.step()
+
+
+def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarray], torch.Tensor],
+          validate: Callable[[nn.Module], float], config: TrainConfig, progress: bool = True
+          ) -> TrainHistory:
+    """Train ``model`` with early stopping; return the history and leave the best weights loaded.
+
+    ``step(model, batch_indices)`` returns the loss of one batch; ``validate(model)`` returns a score
+    where higher is better (e.g. validation recall).
+    """
+    if n_examples < 2:
+        raise ValueError(f"need at least 2 training examples, got {n_examples}")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    opt = Optimizer(model, config.lr, config.weight_decay)
+    history = TrainHistory()
+    best_state: dict[str, Any] | None = None
+    start = time.perf_counter()
+    epochs = tqdm(range(config.epochs), desc="epochs", disable=not progress)
+    for epoch in epochs:
+        model.train()
+        losses = []
+        for idx in batches(n_examples, config.batch_size, generator):
+            opt.zero_grad()
+            loss = step(model, idx)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            score = float(validate(model))
+        history.train_loss.append(float(np.mean(losses)))
+        history.valid_score.append(score)
+        epochs.set_postfix(loss=history.train_loss[-1], valid=score)
+        if history.best_epoch < 0 or score > history.best_score:
+            history.best_epoch = epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - history.best_epoch >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    history.seconds = time.perf_counter() - start
+    return history
