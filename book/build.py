@@ -22,7 +22,7 @@ def main() -> int:
     build.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
     env = {**os.environ, "RETRIEVAL_LIB_RESULTS": str(results), "TQDM_DISABLE": "1",
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1", "MPLBACKEND": "Agg"}
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(jupyter_book), "build", str(ROOT), "--config", "book/_config.yml",
            "--toc", "book/_toc.yml", "--path-output", "book", "--all", "-W", "--keep-going"]

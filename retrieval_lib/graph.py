@@ -20,6 +20,7 @@ import pandas as pd
 from retrieval_lib.cache import cached
 from retrieval_lib.knn import exact_top_k
 from retrieval_lib.marketplace import ObservedMarketplace
+from retrieval_lib.validation import positive_ints, positive_numbers
 
 #: Edge weight each kind of engagement adds (the strongest stage of an impression counts).
 ENGAGEMENT_WEIGHTS: dict[str, float] = {"click": 1.0, "cart": 2.0, "purchase": 4.0}
@@ -105,13 +106,8 @@ class Node2VecConfig:
     weights: dict[str, float] = field(default_factory=lambda: dict(ENGAGEMENT_WEIGHTS))
 
     def __post_init__(self) -> None:
-        for name in ("dim", "walk_length", "num_walks", "window", "epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Node2VecConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("p", "q"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"Node2VecConfig.{name} must be positive, got {getattr(self, name)!r}")
+        positive_ints(self, ("dim", "walk_length", "num_walks", "window", "epochs"))
+        positive_numbers(self, ("p", "q"))
 
 
 def node2vec_vectors(graph: nx.Graph, config: Node2VecConfig) -> dict[str, np.ndarray]:

@@ -66,7 +66,7 @@ def _check(key: str, value: object) -> float | int:
     return int(value) if isinstance(value, int | np.integer) else float(value)
 
 
-def record(key: str, value: float, path: str | Path | None = None, glue: bool = True) -> float | int:
+def record(key: str, value: float, path: str | Path | None = None, glue: bool = True) -> None:
     """Store ``value`` under ``key`` in the results file and glue it into the running notebook.
 
     The file is rewritten atomically, so a crash never leaves half a file; an unreadable file is
@@ -86,7 +86,6 @@ def record(key: str, value: float, path: str | Path | None = None, glue: bool = 
     os.replace(tmp.name, p)
     if glue:
         _glue(key, number)
-    return number
 
 
 def _glue(key: str, value: float | int) -> None:

@@ -23,6 +23,7 @@ from retrieval_lib.knn import exact_top_k
 from retrieval_lib.marketplace import ObservedMarketplace
 from retrieval_lib.text import FEATURE_KINDS, hash_texts, listing_documents
 from retrieval_lib.training import TrainConfig, TrainHistory, accidental_hits, in_batch_softmax_loss, train
+from retrieval_lib.validation import positive_ints
 
 #: Bump when the model or training code changes, so cached models are retrained.
 CODE_VERSION = "term-1"
@@ -57,7 +58,7 @@ class HashedTexts:
 class TermEncoder(nn.Module):
     """Mean of the embeddings of a text's hashed unigrams, bigrams and character trigrams."""
 
-    def __init__(self, n_buckets: int = 2**16, dim: int = 64) -> None:
+    def __init__(self, n_buckets: int = 2**18, dim: int = 64) -> None:
         super().__init__()
         if n_buckets <= 0 or dim <= 0:
             raise ValueError(f"n_buckets and dim must be positive, got {n_buckets}, {dim}")
@@ -73,16 +74,13 @@ class TermEncoder(nn.Module):
 class TermConfig:
     """Size of the term two-tower model."""
 
-    n_buckets: int = 2**16
+    n_buckets: int = 2**18
     dim: int = 64
     out_dim: int = 64
     kinds: tuple[str, ...] = FEATURE_KINDS
 
     def __post_init__(self) -> None:
-        for name in ("n_buckets", "dim", "out_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"TermConfig.{name} must be a positive integer, got {value!r}")
+        positive_ints(self, ("n_buckets", "dim", "out_dim"))
         if not self.kinds or set(self.kinds) - set(FEATURE_KINDS):
             raise ValueError(f"TermConfig.kinds must be a non-empty subset of {FEATURE_KINDS}")
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retrieval_lib.marketplace.vocabulary import AESTHETICS
+from retrieval_lib.validation import positive_ints
+from retrieval_lib.validation import probabilities as check_probabilities
 
 
 @dataclass(frozen=True)
@@ -93,19 +95,13 @@ class MarketplaceConfig:
     def __post_init__(self) -> None:
         positive = ["n_listings", "n_shops", "n_users", "n_sessions", "n_days", "n_aesthetics",
                     "page_size", "candidate_depth", "max_labelled_sessions"]
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"MarketplaceConfig.{name} must be a positive integer, got {value!r}")
+        positive_ints(self, positive)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"MarketplaceConfig.seed must be a non-negative integer, got {self.seed!r}")
         probabilities = ["train_fraction", "valid_fraction", "new_listing_fraction", "new_user_fraction",
                          "buyer_vocab_rate", "buyer_type_rate", "misspell_rate", "seller_vocab_rate",
                          "listing_buyer_vocab_rate", "explore_rate", "classifier_accuracy", "position_bias"]
-        for name in probabilities:
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"MarketplaceConfig.{name} must be a probability in [0, 1], got {value!r}")
+        check_probabilities(self, probabilities)
         for name in ["train_fraction", "valid_fraction"]:
             if getattr(self, name) <= 0.0:
                 raise ValueError(f"MarketplaceConfig.{name} must be > 0, got {getattr(self, name)!r}")
