@@ -95,8 +95,8 @@ class Node2VecConfig:
     """
 
     dim: int = 32
-    walk_length: int = 20
-    num_walks: int = 10
+    walk_length: int = 16
+    num_walks: int = 6
     p: float = 1.0
     q: float = 0.5
     window: int = 5

@@ -111,3 +111,11 @@ def test_term_model_beats_bm25_overall_and_on_the_tail(r):
     assert r["term.recall@100.tail"] > r["term.bm25_recall@100.tail"]
     assert r["term.recall@100.all"] > r["term.bm25_recall@100.all"]
     assert r["term.tail_wins"] > r["term.tail_losses"]
+
+
+def test_the_graph_covers_wanted_listings_better_than_the_catalogue(r):
+    assert r["graph.coverage"] > r["graph.listing_share"]
+
+
+def test_without_the_buyer_term_and_bm25_are_alike_on_head_queries(r):
+    assert abs(r["term.recall@100.head"] - r["term.bm25_recall@100.head"]) < 0.05

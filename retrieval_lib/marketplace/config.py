@@ -26,7 +26,7 @@ class ChoiceWeights:
     expressed : float
         Extra reward for a matched facet the buyer typed into the query.
     aesthetic : float
-        Weight of the buyer's latent taste for the listing's (never written down) aesthetic.
+        Weight of the buyer's latent taste for the listing's aesthetic (which listings rarely name).
     quality : float
         Weight of the listing's latent quality.
     distance : float
