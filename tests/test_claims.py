@@ -119,3 +119,7 @@ def test_the_graph_covers_wanted_listings_better_than_the_catalogue(r):
 
 def test_without_the_buyer_term_and_bm25_are_alike_on_head_queries(r):
     assert abs(r["term.recall@100.head"] - r["term.bm25_recall@100.head"]) < 0.05
+
+
+def test_product_structure_dominates_the_graph_map(r):
+    assert r["graph.type_precision@10"] > 3 * r["graph.neighbor_precision@10"]
