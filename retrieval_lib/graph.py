@@ -20,6 +20,7 @@ import pandas as pd
 from retrieval_lib.cache import cached
 from retrieval_lib.knn import exact_top_k
 from retrieval_lib.marketplace import ObservedMarketplace
+from retrieval_lib.retrieval import PAD, per_unique_query
 from retrieval_lib.validation import positive_ints, positive_numbers
 
 #: Edge weight each kind of engagement adds (the strongest stage of an impression counts).
@@ -237,9 +238,12 @@ class GraphRetriever:
 
     def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
         """Top-``k`` listings by cosine to the session's query node (padding for unseen queries)."""
-        unique, inverse = np.unique(sessions["query"].to_numpy(dtype=object).astype(str), return_inverse=True)
-        vectors, known = self.embeddings.queries(list(unique))
+        return per_unique_query(sessions, lambda queries: self.search(queries, k))
+
+    def search(self, queries: list[str], k: int) -> np.ndarray:
+        """Top-``k`` listing ids per query text (all padding for a query the graph has not seen)."""
+        vectors, known = self.embeddings.queries(queries)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         ids, _ = exact_top_k(vectors, self.listing_vectors, k, item_ids=self.listing_ids)
-        ids[~known] = -1
-        return ids[inverse]
+        ids[~known] = PAD
+        return ids

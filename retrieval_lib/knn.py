@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from retrieval_lib.lexical import PAD
+from retrieval_lib.retrieval import PAD
 
 
 def exact_top_k(queries: np.ndarray | torch.Tensor, items: np.ndarray | torch.Tensor, k: int,

@@ -15,10 +15,8 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from retrieval_lib.retrieval import PAD, per_unique_query
 from retrieval_lib.text import listing_documents, tokenize, tokenize_many
-
-#: Id used to pad result lists that have fewer than ``k`` matches.
-PAD = -1
 
 
 class BM25Retriever:
@@ -106,9 +104,7 @@ class BM25Retriever:
 
     def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
         """Retriever interface: top-``k`` listing ids for each session's query (the user is ignored)."""
-        unique, inverse = np.unique(sessions["query"].to_numpy(dtype=object).astype(str), return_inverse=True)
-        ids, _ = self.search(list(unique), k)
-        return ids[inverse]
+        return per_unique_query(sessions, lambda queries: self.search(queries, k)[0])
 
 
 def tfidf_vectors(listings: pd.DataFrame) -> sparse.csr_matrix:

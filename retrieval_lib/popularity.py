@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from retrieval_lib.lexical import PAD
+from retrieval_lib.retrieval import PAD
 
 #: How much each logged interaction counts towards popularity (integers, so that ties are exact).
 INTERACTION_WEIGHTS = {"purchase": 10, "cart": 3, "click": 1}

@@ -21,6 +21,7 @@ from torch import nn
 from retrieval_lib.cache import cached
 from retrieval_lib.knn import exact_top_k
 from retrieval_lib.marketplace import ObservedMarketplace
+from retrieval_lib.retrieval import per_unique_query
 from retrieval_lib.text import FEATURE_KINDS, hash_texts, listing_documents
 from retrieval_lib.training import TrainConfig, TrainHistory, accidental_hits, in_batch_softmax_loss, train
 from retrieval_lib.validation import positive_ints
@@ -139,9 +140,7 @@ class TermRetriever:
 
     def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
         """Retriever interface: top-``k`` listing ids for each session's query."""
-        unique, inverse = np.unique(sessions["query"].to_numpy(dtype=object).astype(str), return_inverse=True)
-        ids, _ = self.search(list(unique), k)
-        return ids[inverse]
+        return per_unique_query(sessions, lambda queries: self.search(queries, k)[0])
 
 
 def logged_recall(retriever: TermRetriever, pairs: pd.DataFrame, k: int = 100) -> float:

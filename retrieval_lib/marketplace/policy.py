@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from retrieval_lib.lexical import PAD, BM25Retriever
+from retrieval_lib.lexical import BM25Retriever
 from retrieval_lib.marketplace.behaviour import utility
 from retrieval_lib.marketplace.config import MarketplaceConfig
+from retrieval_lib.retrieval import PAD
 
 if TYPE_CHECKING:
     from retrieval_lib.marketplace.data import LatentTruth

@@ -12,14 +12,7 @@ import pandas as pd
 from retrieval_lib import geo
 from retrieval_lib.marketplace import vocabulary as V
 from retrieval_lib.marketplace.config import MarketplaceConfig
-from retrieval_lib.marketplace.vocab_index import (
-    BUYER,
-    COMMON,
-    SELLER,
-    VocabIndex,
-    draw_form_kinds,
-    render,
-)
+from retrieval_lib.marketplace.vocab_index import VocabIndex, draw_form_kinds, render
 
 #: How often a listing's title mentions each facet it has.
 TITLE_MENTION = {"aesthetic": 0.05, "style": 0.4, "colour": 0.65, "material": 0.65, "recipient": 0.6,
@@ -193,6 +186,3 @@ def observable_users(users: dict[str, np.ndarray]) -> pd.DataFrame:
         "signup_day": np.round(users["signup_day"], 3),
     })
 
-
-__all__ = ["BUYER", "COMMON", "SELLER", "make_listings", "make_shops", "make_users", "observable_listings",
-           "observable_shops", "observable_users", "sample_rows"]
