@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from retrieval_lib.transformer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    Doc2Query,
+    ListingEncoder,
+    TransformerConfig,
+    encode_batch,
+    train_tokenizer,
+)
+
+CORPUS = ["sterling silver pendant necklace", "boho choker for her", "stoneware mug", "cuppa for mum",
+          "blue ceramic vase", "silver necklace", "minimalist gold ring", "dainty ring"] * 5
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(CORPUS, vocab_size=200)
+
+
+def test_tokenizer_round_trip_and_reserved_ids(tokenizer):
+    for text in ["Sterling Silver pendant necklace", "boho choker for her"]:
+        assert tokenizer.decode(tokenizer.encode(text).ids) == text.lower()
+    assert [tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[BOS]", "[EOS]")] == [0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        train_tokenizer(CORPUS, vocab_size=3)
+
+
+def test_encode_batch_pads_and_wraps(tokenizer):
+    ids, pad = encode_batch(tokenizer, ["silver necklace", "mug"], max_len=8, bos_eos=True)
+    assert ids.shape[0] == 2 and (ids[:, 0] == BOS_ID).all()
+    assert (pad == (ids == PAD_ID)).all() and pad[1].any() and not pad[0].any()
+    assert ids[1, (~pad[1]).sum() - 1] == EOS_ID
+    short, _ = encode_batch(tokenizer, ["sterling silver pendant necklace"], max_len=3)
+    assert short.shape == (1, 3)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerConfig(dim=30, heads=4)
+    with pytest.raises(ValueError, match="dropout"):
+        TransformerConfig(dropout=1.0)
+
+
+def test_padding_is_never_attended(tokenizer):
+    torch.manual_seed(0)
+    enc = ListingEncoder(TransformerConfig(vocab_size=200, dim=16, heads=2, layers=2, ff_dim=32, dropout=0.0)).eval()
+    ids, pad = encode_batch(tokenizer, ["silver necklace", "blue ceramic vase for mum"], max_len=16)
+    other = ids.clone()
+    other[pad] = 7  # garbage where the padding is
+    out, out_other = enc(ids, pad), enc(other, pad)
+    torch.testing.assert_close(out[~pad], out_other[~pad])
+    pooled = enc.pooled(ids, pad)
+    assert pooled.shape == (2, 16)
+    with pytest.raises(ValueError, match="max_len"):
+        enc(torch.zeros((1, 100), dtype=torch.long), torch.zeros((1, 100), dtype=torch.bool))
+
+
+def test_decoder_overfits_a_tiny_batch(tokenizer):
+    torch.manual_seed(0)
+    model = Doc2Query(TransformerConfig(vocab_size=200, dim=32, heads=4, layers=1, ff_dim=64, dropout=0.0))
+    src, src_pad = encode_batch(tokenizer, ["sterling silver pendant necklace", "stoneware mug"], max_len=16)
+    tgt, tgt_pad = encode_batch(tokenizer, ["boho choker", "cuppa"], max_len=8, bos_eos=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        loss = model.loss(src, src_pad, tgt, tgt_pad)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    generated = [tokenizer.decode(ids) for ids in model.generate(src, src_pad, max_len=8)]
+    assert generated == ["boho choker", "cuppa"]
