@@ -16,7 +16,7 @@ from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from retrieval_lib.retrieval import PAD, per_unique_query
-from retrieval_lib.text import listing_documents, tokenize, tokenize_many
+from retrieval_lib.text import listing_documents, tokenize, tokenize_many, vocabulary
 
 
 class BM25Retriever:
@@ -54,7 +54,7 @@ class BM25Retriever:
         model.index(tokens, show_progress=False)
         self._model = model
         self.listing_ids = listings["listing_id"].to_numpy(dtype=np.int64)
-        self.vocabulary = frozenset(t for doc in tokens for t in doc)
+        self.vocabulary = frozenset(vocabulary(tokens))
         return self
 
     def search(self, queries: Sequence[str], k: int = 100, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
