@@ -22,8 +22,8 @@ import numpy as np
 RESULTS_ENV = "RETRIEVAL_LIB_RESULTS"
 #: Keys are lower-case, dot-separated words (``bm25.recall@100.tail``).
 KEY_PATTERN = re.compile(r"^[a-z0-9_@]+(\.[a-z0-9_@]+)+$")
-#: Keys with this suffix are wall-clock timings: recorded, but not expected to repeat exactly.
-TIMING_SUFFIX = "_seconds"
+#: Keys with these suffixes are wall-clock timings or ratios of timings: recorded, not expected to repeat.
+TIMING_SUFFIXES = ("_seconds", "_time_ratio")
 
 
 def results_path() -> Path:
@@ -101,4 +101,4 @@ def _glue(key: str, value: float | int) -> None:
 
 def deterministic(results: dict[str, float]) -> dict[str, float]:
     """The results that must repeat exactly for the same config and seed (timings left out)."""
-    return {k: v for k, v in results.items() if not k.endswith(TIMING_SUFFIX)}
+    return {k: v for k, v in results.items() if not k.endswith(TIMING_SUFFIXES)}

@@ -18,3 +18,4 @@ def per_unique_query(sessions: pd.DataFrame, search: Callable[[list[str]], np.nd
     """
     unique, inverse = np.unique(sessions["query"].to_numpy(dtype=object).astype(str), return_inverse=True)
     return search(list(unique))[inverse]
+

@@ -7,23 +7,25 @@ two-tower model trained on engagement learns to pull buyer words towards the lis
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from retrieval_lib.cache import cached
-from retrieval_lib.knn import exact_top_k
 from retrieval_lib.marketplace import ObservedMarketplace
-from retrieval_lib.retrieval import per_unique_query
+from retrieval_lib.serving import VectorRetriever, logged_recall
 from retrieval_lib.text import FEATURE_KINDS, hash_texts, listing_documents
-from retrieval_lib.training import TrainConfig, TrainHistory, accidental_hits, in_batch_softmax_loss, train
+from retrieval_lib.training import (
+    TrainConfig,
+    TrainHistory,
+    accidental_hits,
+    cached_training,
+    in_batch_softmax_loss,
+    train,
+)
 from retrieval_lib.validation import positive_ints
 
 #: Bump when the model or training code changes, so cached models are retrained.
@@ -115,7 +117,7 @@ def engaged_pairs(observed: ObservedMarketplace, split: str = "train") -> pd.Dat
     return engaged[["query", "listing_id"]].reset_index(drop=True)
 
 
-class TermRetriever:
+class TermRetriever(VectorRetriever):
     """Serve a trained :class:`TermTwoTower`: encode the catalogue once, then exact inner-product search."""
 
     def __init__(self, model: TermTwoTower, listings: pd.DataFrame, bags: HashedTexts | None = None) -> None:
@@ -133,26 +135,6 @@ class TermRetriever:
         bags = HashedTexts.of(list(queries), self.model.config.n_buckets, self.model.config.kinds)
         with torch.no_grad():
             return self.model.encode_queries(*bags.select(np.arange(len(bags))))
-
-    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` listing ids and cosine scores per query."""
-        return exact_top_k(self.encode_queries(queries), self.listing_vectors, k, item_ids=self.listing_ids)
-
-    def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
-        """Retriever interface: top-``k`` listing ids for each session's query."""
-        return per_unique_query(sessions, lambda queries: self.search(queries, k)[0])
-
-
-def logged_recall(retriever: TermRetriever, pairs: pd.DataFrame, k: int = 100) -> float:
-    """Share of engaged (query, listing) pairs whose listing the retriever ranks in the top ``k`` for the query.
-
-    Computed from observable logs only, so it can steer training (early stopping) without touching the
-    latent evaluation labels.
-    """
-    if len(pairs) == 0:
-        return float("nan")
-    ids, _ = retriever.search(list(pairs["query"]), k)
-    return float((ids == pairs["listing_id"].to_numpy()[:, None]).any(axis=1).mean())
 
 
 def fit_term_model(observed: ObservedMarketplace, config: TermConfig | None = None,
@@ -190,21 +172,9 @@ def fit_term_model(observed: ObservedMarketplace, config: TermConfig | None = No
 
 def term_model(observed: ObservedMarketplace, fingerprint: str, config: TermConfig | None = None,
                train_config: TrainConfig | None = None, progress: bool = True) -> tuple[TermTwoTower, TrainHistory]:
-    """Return :func:`fit_term_model` through the artifact cache (weights as safetensors, history as JSON)."""
+    """Return :func:`fit_term_model` through the artifact cache."""
     config = config or TermConfig()
     train_config = train_config or TrainConfig()
     parts = {"data": fingerprint, "model": asdict(config), "train": asdict(train_config), "code": CODE_VERSION}
-
-    def save(value: tuple[TermTwoTower, TrainHistory], folder: Path) -> None:
-        model, history = value
-        save_file(model.state_dict(), folder / "model.safetensors")
-        (folder / "history.json").write_text(json.dumps(asdict(history)))
-
-    def load(folder: Path) -> tuple[TermTwoTower, TrainHistory]:
-        model = TermTwoTower(config)
-        model.load_state_dict(load_file(folder / "model.safetensors"))
-        history = TrainHistory(**json.loads((folder / "history.json").read_text()))
-        return model.eval(), history
-
-    return cached("term", parts, lambda: fit_term_model(observed, config, train_config, progress=progress),
-                  save, load)
+    return cached_training("term", parts, lambda: fit_term_model(observed, config, train_config, progress=progress),
+                           lambda: TermTwoTower(config))

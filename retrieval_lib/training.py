@@ -8,18 +8,24 @@ Later chapters plug in other negatives and losses without touching the loop.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from retrieval_lib.cache import cached
 from retrieval_lib.validation import positive_ints, positive_numbers
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -168,3 +174,24 @@ def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarr
     model.eval()
     history.seconds = time.perf_counter() - start
     return history
+
+
+def cached_training(name: str, parts: dict[str, Any], fit: Callable[[], tuple[M, TrainHistory]],
+                    build: Callable[[], M]) -> tuple[M, TrainHistory]:
+    """Return ``fit()`` through the artifact cache: weights as a safetensors state dict, history as JSON.
+
+    ``build()`` makes an untrained model of the right shape to load the weights into (no pickle is
+    ever unpickled, so a cache file cannot run code).
+    """
+
+    def save(value: tuple[M, TrainHistory], folder: Path) -> None:
+        model, history = value
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+        (folder / "history.json").write_text(json.dumps(asdict(history)))
+
+    def load(folder: Path) -> tuple[M, TrainHistory]:
+        model = build()
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+        return model.eval(), TrainHistory(**json.loads((folder / "history.json").read_text()))
+
+    return cached(name, parts, fit, save, load)

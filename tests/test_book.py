@@ -22,6 +22,9 @@ REQUIRED = [
     "bm25.recall@100.tail", "bm25.recall@10.head", "bm25.ndcg@10.all", "popularity.recall@100.all",
     "graph.nodes", "graph.edges", "graph.coverage", "graph.neighbor_precision@10", "graph.fit_seconds",
     "term.recall@100.all", "term.recall@100.head", "term.recall@100.torso", "term.recall@100.tail",
+    "transformer.scratch.recall@100.all", "transformer.scratch.recall@100.tail",
+    "transformer.pretrained.recall@100.all", "transformer.pretrained.recall@100.tail",
+    "transformer.pretrain_seconds", "transformer.params",
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")

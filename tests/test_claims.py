@@ -123,3 +123,34 @@ def test_without_the_buyer_term_and_bm25_are_alike_on_head_queries(r):
 
 def test_product_structure_dominates_the_graph_map(r):
     assert r["graph.type_precision@10"] > 3 * r["graph.neighbor_precision@10"]
+
+
+# --- chapter 5: transformers and doc2query pre-training ---------------------------------------------
+
+def test_doc2query_writes_words_the_seller_never_wrote(r):
+    assert r["transformer.with_new_word.sampled"] > 0.2
+    assert r["transformer.new_word_share.greedy"] < r["transformer.new_word_share.sampled"]
+
+
+def test_attention_is_more_concentrated_than_uniform(r):
+    assert r["transformer.attention.favourite_share"] > 1.2 * r["transformer.attention.uniform_share"]
+
+
+def test_pretraining_validation_loss_stopped_early(r):
+    assert r["transformer.pretrain_best_epoch"] >= 2
+
+
+def test_pretraining_does_not_change_recall_in_our_world(r):
+    # The chapter reports that, unlike the paper, pre-training makes no material difference here.
+    assert r["transformer.largest_abs_gain"] < 0.02
+    assert abs(r["transformer.tail_gain"]) < 0.02
+    assert abs(r["transformer.pretrained.valid_epoch1"] - r["transformer.scratch.valid_epoch1"]) < 0.02
+
+
+def test_the_light_query_tower_is_cheaper_than_the_transformer(r):
+    assert r["transformer.query_heavy_over_light_time_ratio"] > 1.5
+
+
+def test_the_transformer_retriever_is_a_real_retriever(r):
+    for name in ("scratch", "pretrained"):
+        assert r[f"transformer.{name}.recall@100.tail"] > r["bm25.recall@100.tail"]
