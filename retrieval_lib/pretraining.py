@@ -19,14 +19,16 @@ from tokenizers import Tokenizer
 from retrieval_lib.cache import cached
 from retrieval_lib.marketplace import ObservedMarketplace
 from retrieval_lib.text import listing_documents
-from retrieval_lib.training import TrainConfig, TrainHistory, cached_training, train
+from retrieval_lib.train import TrainConfig, TrainHistory, cached_training, train
 from retrieval_lib.transformer import Doc2Query, TokenizedTexts, TransformerConfig, train_tokenizer
 
 #: Bump when the tokenizer or pre-training code changes, so cached artifacts are rebuilt.
 CODE_VERSION = "doc2query-2"
 
-#: Pre-training defaults: fewer, larger steps than two-tower training; the loss decides when to stop.
-PRETRAIN_CONFIG = TrainConfig(epochs=30, batch_size=128, lr=2e-3, patience=3)
+#: The book's listing transformer (chapters 5 and 6): one layer, width 64, sized for a laptop CPU.
+ENCODER_CONFIG = TransformerConfig(vocab_size=8000, dim=64, heads=4, layers=1, ff_dim=128, max_len=48)
+#: The book's pre-training schedule; the validation loss decides when to stop.
+PRETRAIN_CONFIG = TrainConfig(epochs=7, batch_size=128, lr=3e-3, patience=2)
 
 
 def purchase_pairs(observed: ObservedMarketplace, split: str = "train") -> pd.DataFrame:

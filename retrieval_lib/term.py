@@ -18,7 +18,7 @@ from torch import nn
 from retrieval_lib.marketplace import ObservedMarketplace
 from retrieval_lib.serving import VectorRetriever, logged_recall
 from retrieval_lib.text import FEATURE_KINDS, hash_texts, listing_documents
-from retrieval_lib.training import (
+from retrieval_lib.train import (
     TrainConfig,
     TrainHistory,
     accidental_hits,
@@ -111,10 +111,13 @@ class TermTwoTower(nn.Module):
 
 
 def engaged_pairs(observed: ObservedMarketplace, split: str = "train") -> pd.DataFrame:
-    """``(query, listing_id)`` of every engaged (clicked, carted or bought) impression in a window's logs."""
+    """``session_id, user_id, query, listing_id`` of every engaged (clicked, carted or bought) impression.
+
+    Query-only models read ``query`` and ``listing_id``; personalized ones also need the session's context.
+    """
     logs = observed.logs(split)
     engaged = logs[logs["click"] | logs["cart"] | logs["purchase"]]
-    return engaged[["query", "listing_id"]].reset_index(drop=True)
+    return engaged[["session_id", "user_id", "query", "listing_id"]].reset_index(drop=True)
 
 
 class TermRetriever(VectorRetriever):

@@ -24,7 +24,7 @@ from retrieval_lib.marketplace import ObservedMarketplace
 from retrieval_lib.serving import VectorRetriever, logged_recall
 from retrieval_lib.term import engaged_pairs
 from retrieval_lib.text import listing_documents
-from retrieval_lib.training import (
+from retrieval_lib.train import (
     TrainConfig,
     TrainHistory,
     accidental_hits,

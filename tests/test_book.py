@@ -25,6 +25,10 @@ REQUIRED = [
     "transformer.scratch.recall@100.all", "transformer.scratch.recall@100.tail",
     "transformer.pretrained.recall@100.all", "transformer.pretrained.recall@100.tail",
     "transformer.pretrain_seconds", "transformer.params",
+    "unified.recall@100.all", "unified.recall@100.head", "unified.recall@100.torso", "unified.recall@100.tail",
+    "unified.ndcg@10.all", "unified.distance_p98", "ablation.no_location.distance_p98", "unified.train_seconds",
+    *(f"ablation.no_{c}.recall@100.{s}" for c in ("graph", "term", "transformer", "history", "location")
+      for s in ("all", "head", "tail")),
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")

@@ -154,3 +154,53 @@ def test_the_light_query_tower_is_cheaper_than_the_transformer(r):
 def test_the_transformer_retriever_is_a_real_retriever(r):
     for name in ("scratch", "pretrained"):
         assert r[f"transformer.{name}.recall@100.tail"] > r["bm25.recall@100.tail"]
+
+
+# --- chapter 6: the unified model -------------------------------------------------------------------
+
+def test_unified_beats_every_earlier_retriever(r):
+    for other in ("bm25.recall@100.all", "popularity.recall@100.all", "term.recall@100.all",
+                  "transformer.scratch.recall@100.all", "transformer.pretrained.recall@100.all"):
+        assert r["unified.recall@100.all"] > r[other], other
+
+
+def test_unified_lifts_the_tail_well_above_bm25(r):
+    assert r["unified.recall@100.tail"] >= 1.3 * r["bm25.recall@100.tail"]
+
+
+ABLATIONS = ("no_graph", "no_term", "no_transformer", "no_history", "no_location")
+
+
+def test_the_full_model_beats_every_ablation_overall(r):
+    for name in ABLATIONS:
+        assert r["unified.recall@100.all"] > r[f"ablation.{name}.recall@100.all"], name
+
+
+def test_location_costs_the_most(r):
+    worst = min(ABLATIONS, key=lambda name: r[f"ablation.{name}.recall@100.all"])
+    assert worst == "no_location"
+    for name in ("no_graph", "no_transformer"):
+        assert r[f"ablation.{name}.recall@100.all"] > r["ablation.no_location.recall@100.all"]
+
+
+def test_terms_carry_the_tail_not_the_head(r):
+    assert r["ablation.no_term.recall@100.tail"] < r["unified.recall@100.tail"] - 0.05
+    assert r["ablation.no_term.recall@100.head"] > r["unified.recall@100.head"] - 0.01
+
+
+def test_history_does_not_raise_head_recall_in_our_world(r):
+    # The chapter reports that, unlike the paper, history does not help head queries on average here.
+    assert r["ablation.no_history.recall@100.head"] >= r["unified.recall@100.head"]
+
+
+def test_location_brings_results_closer_but_only_a_little(r):
+    assert r["unified.distance_p98"] < r["ablation.no_location.distance_p98"]
+    assert 0 < r["unified.distance_p98_reduction"] < 0.2
+
+
+def test_ann_is_close_to_exact(r):
+    assert r["unified.ann_recall@100"] > 0.9
+
+
+def test_two_users_same_head_query_different_results(r):
+    assert r["unified.personal.overlap@100"] < 100

@@ -13,7 +13,7 @@ from retrieval_lib.pretraining import (
     tokenizer_corpus,
 )
 from retrieval_lib.text import listing_documents
-from retrieval_lib.training import TrainConfig
+from retrieval_lib.train import TrainConfig
 from retrieval_lib.transformer import TokenizedTexts, TransformerConfig
 
 CONFIG = TransformerConfig(vocab_size=1000, dim=32, heads=4, layers=1, ff_dim=64, max_len=40)

@@ -11,7 +11,7 @@ from retrieval_lib.evaluation import EvaluationSet, evaluate
 from retrieval_lib.lexical import BM25Retriever
 from retrieval_lib.term import HashedTexts, TermConfig, TermEncoder, TermRetriever, engaged_pairs, fit_term_model
 from retrieval_lib.text import collision_rate, hash_bucket, hash_texts, ngram_features
-from retrieval_lib.training import TrainConfig
+from retrieval_lib.train import TrainConfig
 
 
 def test_ngram_features_by_hand():

@@ -6,7 +6,7 @@ import torch
 from retrieval_lib.evaluation import EvaluationSet, evaluate
 from retrieval_lib.popularity import PopularityRetriever
 from retrieval_lib.pretraining import listing_tokenizer
-from retrieval_lib.training import TrainConfig
+from retrieval_lib.train import TrainConfig
 from retrieval_lib.transformer import Doc2Query, TokenizedTexts, TransformerConfig, encode_batch
 from retrieval_lib.transformer_tower import (
     TransformerRetriever,

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from retrieval_lib.training import (
+from retrieval_lib.train import (
     Optimizer,
     TrainConfig,
     accidental_hits,

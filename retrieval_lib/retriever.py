@@ -1,0 +1,72 @@
+"""The :class:`Retriever`: the unified model served through an ANN index, one request at a time.
+
+Offline, every listing goes through the product tower and into an HNSW index. At request time the
+query tower encodes the text together with the user's location and history as of the end of the
+logs, and the index returns the nearest listings. An anonymous request (no user) is the cold-start
+case: no history, no location, text only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from retrieval_lib.ann import HNSWIndex
+from retrieval_lib.retrieval import PAD
+from retrieval_lib.towers import UnifiedModel
+from retrieval_lib.unified import UnifiedFeatures, UnifiedRetriever
+
+
+class Retriever:
+    """``search(text, user_id)`` and ``query(vector)`` over the whole catalogue."""
+
+    def __init__(self, model: UnifiedModel, features: UnifiedFeatures, index: HNSWIndex | None = None) -> None:
+        """Encode the catalogue and index it (``index``: an empty one to configure, or one already built)."""
+        exact = UnifiedRetriever(model, features)
+        self.model = exact.model
+        self.features = features
+        self.listing_vectors = exact.listing_vectors
+        self.index = index if index is not None else HNSWIndex()
+        if self.index.dim == 0:  # not built yet: index the catalogue
+            self.index.build(self.listing_vectors, exact.listing_ids)
+        if self.index.dim != model.config.out_dim:
+            raise ValueError(f"index dimension {self.index.dim} differs from the model's {model.config.out_dim}")
+        self.listings = features.observed.listings.set_index("listing_id")
+        self.known_users = set(features.observed.users["user_id"].tolist())
+
+    def encode(self, text: str, user_id: int | None = None) -> torch.Tensor:
+        """The query tower's vector ``(1, out_dim)`` for one request.
+
+        Raises ``ValueError`` for an unknown user, or for an empty query without a user (nothing to
+        search for). An empty query *with* a user searches by the user's history and location alone.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"query text must be a string, got {type(text).__name__}")
+        text = text.strip()
+        if user_id is not None and int(user_id) not in self.known_users:
+            raise ValueError(f"unknown user {user_id!r}; pass user_id=None for an anonymous request")
+        if not text and user_id is None:
+            raise ValueError("empty query and no user: there is nothing to search for")
+        users = np.array([-1 if user_id is None else int(user_id)])
+        rows = self.features.current_rows(users)
+        with torch.no_grad():
+            return self.model.encode_queries(*self.features.queries([text], users, rows, self.model.config))
+
+    def query(self, vector: np.ndarray | torch.Tensor, top_n: int = 10) -> pd.DataFrame:
+        """The ``top_n`` listings nearest to a raw query vector: ``listing_id, score, title, taxonomy``."""
+        v = torch.as_tensor(np.asarray(vector, dtype=np.float32)).reshape(1, -1)
+        if v.shape[1] != self.index.dim:
+            raise ValueError(f"vector has dimension {v.shape[1]}, the index holds {self.index.dim}")
+        if top_n < 1:
+            raise ValueError(f"top_n must be positive, got {top_n}")
+        ids, scores = self.index.search(v, top_n)
+        keep = ids[0] != PAD
+        found = ids[0][keep]
+        return pd.DataFrame({"listing_id": found, "score": scores[0][keep],
+                             "title": self.listings.loc[found, "title"].to_numpy(),
+                             "taxonomy": self.listings.loc[found, "taxonomy"].to_numpy()})
+
+    def search(self, text: str, user_id: int | None = None, top_n: int = 10) -> pd.DataFrame:
+        """Encode the request (text plus user, if any) and return the ``top_n`` nearest listings."""
+        return self.query(self.encode(text, user_id), top_n)

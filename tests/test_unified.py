@@ -1,0 +1,147 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from retrieval_lib.ann import HNSWIndex
+from retrieval_lib.evaluation import EvaluationSet, evaluate
+from retrieval_lib.graph import Node2VecConfig, fit_graph_embeddings
+from retrieval_lib.popularity import PopularityRetriever
+from retrieval_lib.pretraining import listing_tokenizer
+from retrieval_lib.retriever import Retriever
+from retrieval_lib.term import engaged_pairs
+from retrieval_lib.towers import COMPONENTS, UnifiedConfig, UnifiedModel
+from retrieval_lib.train import TrainConfig
+from retrieval_lib.transformer import ListingEncoder, TransformerConfig
+from retrieval_lib.unified import UnifiedFeatures, UnifiedRetriever, fit_unified, unified_model
+
+BUCKETS = 2**14
+CONFIG = UnifiedConfig(n_buckets=BUCKETS, term_dim=32, hidden=64, out_dim=32)
+TRAIN = TrainConfig(epochs=4, batch_size=128, lr=3e-3, patience=2)
+
+
+@pytest.fixture(scope="module")
+def features(tiny_world):
+    observed = tiny_world.observed
+    tokenizer = listing_tokenizer(observed, "tiny-test", vocab_size=1000)
+    torch.manual_seed(0)
+    encoder = ListingEncoder(TransformerConfig(vocab_size=1000, dim=16, heads=2, layers=1, ff_dim=32))
+    graph = fit_graph_embeddings(observed, Node2VecConfig(dim=8, num_walks=2, walk_length=8))
+    return UnifiedFeatures.build(observed, tokenizer, encoder, graph, n_buckets=BUCKETS, max_history=8)
+
+
+@pytest.fixture(scope="module")
+def trained(features):
+    return fit_unified(features, CONFIG, TRAIN, progress=False)
+
+
+def test_config_switches_and_validation():
+    assert not CONFIG.without("graph").graph and CONFIG.without("graph").term
+    with pytest.raises(ValueError, match="component"):
+        CONFIG.without("colour")
+    with pytest.raises(ValueError, match="term or transformer"):
+        UnifiedConfig(term=False, transformer=False)
+    with pytest.raises(ValueError, match="divisible"):
+        UnifiedConfig(term_dim=30, history_heads=4)
+
+
+@pytest.mark.parametrize("component", ["full", *COMPONENTS])
+def test_every_ablation_builds_and_gives_unit_vectors(features, component):
+    config = CONFIG if component == "full" else CONFIG.without(component)
+    torch.manual_seed(0)
+    model = UnifiedModel(config, features.dims).eval()
+    sessions = features.observed.sessions.iloc[:5]
+    with torch.no_grad():
+        listings = model.encode_listings(*features.listings(np.arange(7)))
+        rows = features.session_rows(sessions["session_id"].to_numpy())
+        queries = model.encode_queries(*features.queries(sessions["query"].tolist(), sessions["user_id"].to_numpy(),
+                                                         rows, config))
+    assert listings.shape == (7, 32) and queries.shape == (5, 32)
+    torch.testing.assert_close(listings.norm(dim=1), torch.ones(7))
+    torch.testing.assert_close(queries.norm(dim=1), torch.ones(5))
+
+
+def test_components_really_switch_off(features):
+    """With location off, another user (no history) does not move the query vector; with it on, it does."""
+    assert not np.allclose(features.user_location[0].numpy(), features.user_location[1].numpy())
+    sessions = features.observed.sessions.iloc[:3]
+    texts, rows = sessions["query"].tolist(), np.full(3, -1)
+    for config, should_move in ((CONFIG.without("location"), False), (CONFIG, True)):
+        torch.manual_seed(0)
+        model = UnifiedModel(config, features.dims).eval()
+        with torch.no_grad():
+            a = model.encode_queries(*features.queries(texts, np.array([0, 0, 0]), rows, config))
+            b = model.encode_queries(*features.queries(texts, np.array([1, 1, 1]), rows, config))
+        assert (not torch.allclose(a, b)) == should_move
+
+
+def test_history_changes_the_query_vector(features):
+    model = UnifiedModel(CONFIG, features.dims).eval()
+    history = features.history
+    row = int(np.argmax(history.lengths()))
+    with torch.no_grad():
+        with_history = model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([row]), CONFIG))
+        without = model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([-1]), CONFIG))
+    assert not torch.allclose(with_history, without)
+    with pytest.raises(ValueError, match="history"):
+        model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([-1]),
+                                               CONFIG.without("history")))
+
+
+def test_trained_model_beats_popularity(tiny_world, features, trained):
+    model, history = trained
+    assert history.best_score > 0 and len(history.train_loss) >= 2
+    es = EvaluationSet.build(tiny_world, "test")
+    ours = evaluate(UnifiedRetriever(model, features), es)
+    popular = evaluate(PopularityRetriever().fit(tiny_world.observed.logs("train")), es)
+    assert ours.value("recall@100", "all") > popular.value("recall@100", "all")
+
+
+def test_training_is_reproducible(features, trained):
+    again, _ = fit_unified(features, CONFIG, TRAIN, progress=False)
+    for (name, a), (_, b) in zip(trained[0].state_dict().items(), again.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_cached_model_round_trips(features, tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRIEVAL_LIB_CACHE", str(tmp_path))
+    one = TrainConfig(epochs=1, batch_size=128)
+    first, history = unified_model(features, "t", CONFIG, one, progress=False)
+    (folder,) = tmp_path.glob("unified-*")
+    second, again = unified_model(features, "t", CONFIG, one, progress=False)
+    assert again == history
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        unified_model(features, "t", CONFIG, one, progress=False)
+
+
+def test_bucket_mismatch_is_a_clear_error(features):
+    with pytest.raises(ValueError, match="buckets"):
+        UnifiedRetriever(UnifiedModel(UnifiedConfig(n_buckets=2**10, term_dim=32), features.dims), features)
+
+
+def test_engaged_pairs_carry_their_session_context(tiny_world):
+    pairs = engaged_pairs(tiny_world.observed, "valid")
+    assert list(pairs.columns) == ["session_id", "user_id", "query", "listing_id"]
+    assert set(pairs["session_id"]) <= set(tiny_world.observed.split("valid")["session_id"])
+
+
+def test_retriever_search_and_bad_requests(features, trained):
+    retriever = Retriever(trained[0], features, HNSWIndex(ef=100))
+    hits = retriever.search("silver necklace", top_n=5)
+    assert list(hits.columns) == ["listing_id", "score", "title", "taxonomy"] and len(hits) == 5
+    assert hits["score"].is_monotonic_decreasing
+    personal = retriever.search("silver necklace", user_id=0, top_n=5)
+    assert len(personal) == 5
+    assert len(retriever.search("", user_id=0)) == 10  # history and location alone
+    assert len(retriever.search("qzxv wvvk")) == 10  # out-of-vocabulary words still hash to features
+    with pytest.raises(ValueError, match="unknown user"):
+        retriever.search("necklace", user_id=10**6)
+    with pytest.raises(ValueError, match="nothing to search"):
+        retriever.search("   ")
+    with pytest.raises(ValueError, match="dimension"):
+        retriever.query(np.ones(3))
+    vector = retriever.encode("silver necklace")
+    pd.testing.assert_frame_equal(retriever.query(vector, 5), hits)
