@@ -204,3 +204,8 @@ def test_ann_is_close_to_exact(r):
 
 def test_two_users_same_head_query_different_results(r):
     assert r["unified.personal.overlap@100"] < 100
+
+
+def test_unified_training_stops_at_the_budget_still_improving(r):
+    # Chapter 6 trains for at most five epochs (its TrainConfig) and says the last epoch was the best.
+    assert r["unified.best_epoch"] == 5
