@@ -4,7 +4,10 @@ It follows Jha et al. (2023), *Unified Embedding Based Personalized Retrieval in
 
 One module per concept, in the order of the book: ``marketplace`` (the synthetic world),
 ``text``, ``lexical`` and ``popularity`` (baselines), ``metrics`` and ``evaluation`` (how we measure),
-and ``results`` (the figures the book quotes).
+``graph`` (node2vec), ``term`` (hashed n-gram embeddings), ``train`` (the one trainer),
+``transformer``, ``pretraining`` and ``transformer_tower`` (doc2query), ``features``, ``towers`` and
+``unified`` (the unified model), ``knn``, ``ann``, ``serving`` and ``retriever`` (search), and
+``results`` (the figures the book quotes).
 """
 
 __version__ = "0.1.0"
