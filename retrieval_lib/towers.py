@@ -29,6 +29,7 @@ from torch import nn
 
 from retrieval_lib.features import HISTORY_TYPES
 from retrieval_lib.term import TermEncoder
+from retrieval_lib.transformer import masked_mean
 from retrieval_lib.validation import positive_ints
 
 #: Components that can be switched off, in the order the ablation table lists them.
@@ -104,9 +105,7 @@ class HistoryEncoder(nn.Module):
         empty = pad.all(1)
         attend = pad.clone()
         attend[empty, 0] = False  # keep softmax finite for users without history; zeroed below
-        hidden = self.encoder(x, src_key_padding_mask=attend)
-        keep = (~pad).unsqueeze(-1).float()
-        return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        return masked_mean(self.encoder(x, src_key_padding_mask=attend), pad)
 
 
 class UnifiedModel(nn.Module):

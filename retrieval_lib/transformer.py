@@ -92,6 +92,12 @@ def encode_batch(tokenizer: Tokenizer, texts: list[str], max_len: int, bos_eos: 
     return out, out == PAD_ID
 
 
+def masked_mean(vectors: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``(n, L, d)`` vectors over the positions where ``pad_mask`` is ``False`` (zeros if none)."""
+    keep = (~pad_mask).unsqueeze(-1).float()
+    return (vectors * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+
 @dataclass(frozen=True)
 class TokenizedTexts:
     """Many texts tokenized once, padded to a common width; rows are selected and trimmed per batch."""
@@ -186,9 +192,7 @@ class ListingEncoder(nn.Module):
 
     def pooled(self, ids: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         """One vector per text: the mean of its non-padding token vectors."""
-        hidden = self(ids, pad_mask)
-        keep = (~pad_mask).unsqueeze(-1).float()
-        return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        return masked_mean(self(ids, pad_mask), pad_mask)
 
 
 class Doc2Query(nn.Module):

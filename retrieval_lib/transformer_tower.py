@@ -32,7 +32,7 @@ from retrieval_lib.train import (
     in_batch_softmax_loss,
     train,
 )
-from retrieval_lib.transformer import Doc2Query, ListingEncoder, TokenizedTexts, TransformerConfig
+from retrieval_lib.transformer import Doc2Query, ListingEncoder, TokenizedTexts, TransformerConfig, masked_mean
 
 #: Bump when the model or training code changes, so cached models are retrained.
 CODE_VERSION = "transformer-tower-1"
@@ -64,9 +64,7 @@ class TransformerTwoTower(nn.Module):
 
     def encode_queries(self, ids: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm query vectors; an empty query gets the projection's bias only."""
-        keep = (~pad_mask).unsqueeze(-1).float()
-        mean = (self.encoder.tokens(ids) * keep).sum(1) / keep.sum(1).clamp(min=1.0)
-        return F.normalize(self.query_proj(mean), dim=-1)
+        return F.normalize(self.query_proj(masked_mean(self.encoder.tokens(ids), pad_mask)), dim=-1)
 
     def encode_listings(self, ids: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         """Unit-norm listing vectors."""

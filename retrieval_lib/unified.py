@@ -38,7 +38,7 @@ from retrieval_lib.train import (
     in_batch_softmax_loss,
     train,
 )
-from retrieval_lib.transformer import ListingEncoder, TokenizedTexts
+from retrieval_lib.transformer import ListingEncoder, TokenizedTexts, masked_mean
 from retrieval_lib.transformer_tower import encode_in_batches, weights_digest
 
 #: Bump when the model, its inputs or its training change, so cached models are retrained.
@@ -116,8 +116,7 @@ class UnifiedFeatures:
         with torch.no_grad():
             for start in range(0, len(tokens), batch_size):
                 ids, pad = tokens.select(np.arange(start, min(start + batch_size, len(tokens))))
-                keep = (~pad).unsqueeze(-1).float()
-                out.append((self.encoder.tokens(ids) * keep).sum(1) / keep.sum(1).clamp(min=1.0))
+                out.append(masked_mean(self.encoder.tokens(ids), pad))
         return torch.cat(out)
 
     def query_blocks(self, texts: list[str]) -> dict[str, torch.Tensor]:
