@@ -214,3 +214,30 @@ def history_reveals_taste(eval_set: EvaluationSet, facet: str = "style", segment
         chance.append(type_share[types[label], mode])
     return {"match": float(np.mean(match)) if match else float("nan"),
             "chance": float(np.mean(chance)) if chance else float("nan"), "sessions": len(match)}
+
+
+def facet_probe(world: Marketplace, vectors: np.ndarray, facet: str = "aesthetic", max_listings: int = 4000,
+                seed: int = 0) -> dict[str, float]:
+    """Measure how well listing vectors reveal a hidden facet: a linear probe against the majority share.
+
+    Fits a multinomial logistic regression from ``vectors`` (one row per listing, in listing-id order)
+    to the listings' latent ``facet`` on a random half of at most ``max_listings`` listings and scores it
+    on the other half. A model can only personalise on a taste its product vectors can see, so a probe
+    at the majority share says the history has nothing to point at. Reads latent truth: explain with it,
+    never train on it.
+    """
+    labels = world.latent.listings[facet]
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) != len(labels):
+        raise ValueError(f"expected one vector per listing ({len(labels)} rows), got shape {vectors.shape}")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(labels))[:max_listings]
+    fit, test = rows[: len(rows) // 2], rows[len(rows) // 2:]
+    scale = StandardScaler().fit(vectors[fit])
+    probe = LogisticRegression(max_iter=300).fit(scale.transform(vectors[fit]), labels[fit])
+    accuracy = float((probe.predict(scale.transform(vectors[test])) == labels[test]).mean())
+    majority = float(np.bincount(labels[test]).max() / len(test))
+    return {"accuracy": accuracy, "majority": majority, "classes": int(labels.max()) + 1}

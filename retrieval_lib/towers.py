@@ -81,11 +81,14 @@ def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
 
 
 class HistoryEncoder(nn.Module):
-    """A one-layer transformer over history items, mean-pooled; an empty history gives zeros.
+    """A one-layer transformer over history items, mean-pooled and projected; an empty history gives zeros.
 
     An item is a projection of its text vector (a query typed, a clicked title, purchased tags; frozen
     token means) plus an embedding of its type and, when the graph is on, a projection of the engaged
-    listing's graph vector.
+    listing's graph vector. The output projection starts at zero [ours], so a fresh model ignores the
+    history and training starts from the unpersonalised model: with a random projection the pooled
+    history dominated the query tower's input and validation recall after one epoch fell from 0.63 to
+    0.45.
     """
 
     def __init__(self, item_dim: int, dim: int, heads: int, graph_dim: int | None) -> None:
@@ -95,6 +98,9 @@ class HistoryEncoder(nn.Module):
         self.graph = nn.Linear(graph_dim, dim) if graph_dim else None
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, items: torch.Tensor, kind: torch.Tensor, pad: torch.Tensor,
                 graph: torch.Tensor | None = None) -> torch.Tensor:
@@ -105,7 +111,7 @@ class HistoryEncoder(nn.Module):
         empty = pad.all(1)
         attend = pad.clone()
         attend[empty, 0] = False  # keep softmax finite for users without history; zeroed below
-        return masked_mean(self.encoder(x, src_key_padding_mask=attend), pad)
+        return self.out(masked_mean(self.encoder(x, src_key_padding_mask=attend), pad))
 
 
 class UnifiedModel(nn.Module):

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from retrieval_lib.cache import cached
+from retrieval_lib.progress import progress_bar
 from retrieval_lib.validation import positive_ints, positive_numbers
 
 M = TypeVar("M", bound=nn.Module)
@@ -66,7 +66,8 @@ def accidental_hits(query_keys: np.ndarray, listing_ids: np.ndarray) -> torch.Te
     """``(B, B)`` mask of in-batch "negatives" that are really positives.
 
     Off-diagonal pair ``(i, j)`` is masked when row ``j`` has the same listing as row ``i`` or the same
-    query (its listing was engaged with under row ``i``'s query too).
+    query key (its listing was engaged with under row ``i``'s request too). The key is the query text
+    for query-only models and the (query, user) request for personalised ones.
     """
     q = np.asarray(query_keys)
     lid = np.asarray(listing_ids)
@@ -148,7 +149,7 @@ def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarr
     history = TrainHistory()
     best_state: dict[str, Any] | None = None
     start = time.perf_counter()
-    epochs = tqdm(range(config.epochs), desc="epochs", disable=not progress)
+    epochs = progress_bar(range(config.epochs), progress=progress, desc="epochs")
     for epoch in epochs:
         model.train()
         losses = []

@@ -42,7 +42,7 @@ from retrieval_lib.transformer import ListingEncoder, TokenizedTexts, masked_mea
 from retrieval_lib.transformer_tower import encode_in_batches, weights_digest
 
 #: Bump when the model, its inputs or its training change, so cached models are retrained.
-CODE_VERSION = "unified-1"
+CODE_VERSION = "unified-2"
 
 
 def _tensors(blocks: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -217,11 +217,24 @@ def session_recall(retriever: UnifiedRetriever, pairs: pd.DataFrame, k: int = 10
     return float((ids == pairs["listing_id"].to_numpy()[:, None]).any(axis=1).mean())
 
 
+def request_keys(query_rows: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+    """One integer per distinct (query, user) request, the key of the accidental-hit mask.
+
+    A listing another buyer engaged with under the same query is a positive for *that* buyer, not for
+    this one: masking it as an accidental hit (as the query-only models of chapters 4 and 5 must) would
+    remove exactly the negatives that teach the model to tell two buyers of ``necklace`` apart.
+    """
+    pairs = np.stack([np.asarray(query_rows, dtype=np.int64), np.asarray(user_ids, dtype=np.int64)], axis=1)
+    return np.unique(pairs, axis=0, return_inverse=True)[1].reshape(-1)
+
+
 def fit_unified(features: UnifiedFeatures, config: UnifiedConfig, train_config: TrainConfig,
                 max_valid_pairs: int = 3_000, progress: bool = True) -> tuple[UnifiedModel, TrainHistory]:
     """Train a unified model on training-window engagement (in-batch negatives, softmax loss).
 
-    Early stopping watches recall@100 of validation-window engaged pairs in their own session context.
+    In-batch negatives are masked only when they share the listing or the whole request (query and
+    user; see :func:`request_keys`). Early stopping watches recall@100 of validation-window engaged
+    pairs in their own session context.
     """
     _check_buckets(config, features)
     observed = features.observed
@@ -235,6 +248,7 @@ def fit_unified(features: UnifiedFeatures, config: UnifiedConfig, train_config: 
     users = pairs["user_id"].to_numpy(dtype=np.int64)
     history_rows = features.session_rows(pairs["session_id"].to_numpy())
     listing_row = pairs["listing_id"].to_numpy(dtype=np.int64)
+    request = request_keys(query_row, users)
     torch.manual_seed(train_config.seed)
     model = UnifiedModel(config, features.dims)
 
@@ -245,7 +259,7 @@ def fit_unified(features: UnifiedFeatures, config: UnifiedConfig, train_config: 
         history = features.histories(history_rows[idx]) if config.history else None
         q = m.encode_queries(query_bags.select(q_rows), blocks, history)
         v = m.encode_listings(*features.listings(listing_row[idx]))
-        return in_batch_softmax_loss(q, v, train_config.temperature, accidental_hits(q_rows, listing_row[idx]))
+        return in_batch_softmax_loss(q, v, train_config.temperature, accidental_hits(request[idx], listing_row[idx]))
 
     def validate(m: UnifiedModel) -> float:
         return session_recall(UnifiedRetriever(m, features), valid, k=100)

@@ -131,3 +131,10 @@ def test_every_chapter_shows_its_figures(built_book, path):
 def test_glued_numbers_are_rendered(built_book):
     page = (ROOT / "book" / "_build" / "html" / "notebooks" / "02_semantic_gap.html").read_text()
     assert f"{built_book['bm25.recall@100.tail']:.3f}" in page
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_built_pages_show_no_progress_bars(built_book, path):
+    page = (ROOT / "book" / "_build" / "html" / "notebooks" / f"{path.stem}.html").read_text()
+    assert not re.search(r"\d+/\d+ \[\d\d:\d\d", page), f"{path.name} shows a tqdm progress bar"

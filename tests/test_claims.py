@@ -171,9 +171,15 @@ def test_unified_lifts_the_tail_well_above_bm25(r):
 ABLATIONS = ("no_graph", "no_term", "no_transformer", "no_history", "no_location")
 
 
-def test_the_full_model_beats_every_ablation_overall(r):
+def test_no_ablation_beats_the_full_model_overall(r):
     for name in ABLATIONS:
         assert r["unified.recall@100.all"] > r[f"ablation.{name}.recall@100.all"], name
+
+
+def test_the_graph_costs_almost_nothing_overall_and_the_transformer_costs_everywhere(r):
+    assert r["unified.recall@100.all"] - r["ablation.no_graph.recall@100.all"] < 0.01
+    for seg in ("all", "head", "tail"):
+        assert r[f"ablation.no_transformer.recall@100.{seg}"] < r[f"unified.recall@100.{seg}"], seg
 
 
 def test_location_costs_the_most(r):
@@ -183,14 +189,27 @@ def test_location_costs_the_most(r):
         assert r[f"ablation.{name}.recall@100.all"] > r["ablation.no_location.recall@100.all"]
 
 
-def test_terms_carry_the_tail_not_the_head(r):
-    assert r["ablation.no_term.recall@100.tail"] < r["unified.recall@100.tail"] - 0.05
-    assert r["ablation.no_term.recall@100.head"] > r["unified.recall@100.head"] - 0.01
+def test_terms_carry_the_tail_far_more_than_the_head(r):
+    tail_cost = r["unified.recall@100.tail"] - r["ablation.no_term.recall@100.tail"]
+    head_cost = r["unified.recall@100.head"] - r["ablation.no_term.recall@100.head"]
+    assert tail_cost > 0.05 and tail_cost > 3 * head_cost
 
 
-def test_history_does_not_raise_head_recall_in_our_world(r):
-    # The chapter reports that, unlike the paper, history does not help head queries on average here.
-    assert r["ablation.no_history.recall@100.head"] >= r["unified.recall@100.head"]
+def test_history_raises_head_recall_in_the_main_run(r):
+    assert r["unified.recall@100.head"] > r["ablation.no_history.recall@100.head"]
+
+
+def test_the_history_gain_on_head_queries_flips_sign_across_training_seeds(r):
+    # The chapter reports that the head-query gap between the full and no-history models is within
+    # training noise: positive for one seed, negative for another.
+    assert r["unified.seeds.head_gap_min"] < 0 < r["unified.seeds.head_gap_max"]
+
+
+def test_history_reveals_taste_that_no_listing_representation_can_see(r):
+    assert r["unified.history_taste.match"] > 3 * r["unified.history_taste.chance"]
+    assert r["unified.probe.max_aesthetic_lift"] < 1.3  # "barely better than" guessing the commonest
+    assert r["unified.probe.aesthetic.lift"] < 1.3
+    assert r["unified.probe.colour.lift"] > 1.5  # colour is visible to the product tower
 
 
 def test_location_brings_results_closer_but_only_a_little(r):

@@ -6,6 +6,7 @@ from retrieval_lib.evaluation import (
     LONG_HISTORY,
     EvaluationSet,
     evaluate,
+    facet_probe,
     history_bin,
     history_length,
     history_reveals_taste,
@@ -140,3 +141,20 @@ def test_history_reveals_taste_on_the_tiny_world(tiny_world):
     assert 0 <= taste["chance"] < taste["match"] <= 1
     none = history_reveals_taste(es, facet="aesthetic", segment="head", min_clicks=10**6)
     assert none["sessions"] == 0 and np.isnan(none["match"])
+
+
+def test_facet_probe_reads_a_visible_facet_and_not_noise(tiny_world):
+    aesthetic = tiny_world.latent.listings["aesthetic"]
+    n_classes = int(aesthetic.max()) + 1
+    rng = np.random.default_rng(0)
+    visible = np.eye(n_classes)[aesthetic] + rng.normal(0, 0.1, (len(aesthetic), n_classes))
+    seen = facet_probe(tiny_world, visible, "aesthetic")
+    assert seen["classes"] == n_classes and seen["accuracy"] > 0.95 > seen["majority"]
+    noise = facet_probe(tiny_world, rng.normal(size=(len(aesthetic), 8)), "aesthetic")
+    assert noise["accuracy"] < 2 * noise["majority"]
+    assert facet_probe(tiny_world, visible, "aesthetic") == seen  # deterministic for a fixed seed
+
+
+def test_facet_probe_needs_one_vector_per_listing(tiny_world):
+    with pytest.raises(ValueError, match="one vector per listing"):
+        facet_probe(tiny_world, np.zeros((3, 4)))

@@ -11,9 +11,9 @@ from retrieval_lib.pretraining import listing_tokenizer
 from retrieval_lib.retriever import Retriever
 from retrieval_lib.term import engaged_pairs
 from retrieval_lib.towers import COMPONENTS, UnifiedConfig, UnifiedModel
-from retrieval_lib.train import TrainConfig
+from retrieval_lib.train import TrainConfig, accidental_hits
 from retrieval_lib.transformer import ListingEncoder, TransformerConfig
-from retrieval_lib.unified import UnifiedFeatures, UnifiedRetriever, fit_unified, unified_model
+from retrieval_lib.unified import UnifiedFeatures, UnifiedRetriever, fit_unified, request_keys, unified_model
 
 BUCKETS = 2**14
 CONFIG = UnifiedConfig(n_buckets=BUCKETS, term_dim=32, hidden=64, out_dim=32)
@@ -75,17 +75,30 @@ def test_components_really_switch_off(features):
         assert (not torch.allclose(a, b)) == should_move
 
 
-def test_history_changes_the_query_vector(features):
-    model = UnifiedModel(CONFIG, features.dims).eval()
-    history = features.history
-    row = int(np.argmax(history.lengths()))
+def _necklace(model, features, row, config=CONFIG):
     with torch.no_grad():
-        with_history = model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([row]), CONFIG))
-        without = model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([-1]), CONFIG))
-    assert not torch.allclose(with_history, without)
+        return model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([row]), config))
+
+
+def test_history_starts_switched_off_and_training_switches_it_on(features, trained):
+    """The history's output projection starts at zero; after training, history moves the query vector."""
+    row = int(np.argmax(features.history.lengths()))
+    torch.manual_seed(0)
+    fresh = UnifiedModel(CONFIG, features.dims).eval()
+    torch.testing.assert_close(_necklace(fresh, features, row), _necklace(fresh, features, -1))
+    model = trained[0].eval()
+    assert not torch.allclose(_necklace(model, features, row), _necklace(model, features, -1))
     with pytest.raises(ValueError, match="history"):
-        model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([-1]),
+        fresh.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([-1]),
                                                CONFIG.without("history")))
+
+
+def test_request_keys_separate_users_of_the_same_query():
+    keys = request_keys(np.array([0, 0, 0, 1]), np.array([5, 5, 6, 5]))
+    assert keys[0] == keys[1] and len({keys[1], keys[2], keys[3]}) == 3
+    mask = accidental_hits(keys, np.array([10, 11, 12, 13])).numpy()
+    assert mask[0, 1] and mask[1, 0]  # the same buyer's same query: an accidental hit
+    assert not mask[0, 2] and not mask[2, 0]  # another buyer's "necklace": a real negative
 
 
 def test_trained_model_beats_popularity(tiny_world, features, trained):

@@ -15,12 +15,12 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from retrieval_lib.marketplace import behaviour, policy, queries, world
 from retrieval_lib.marketplace.config import PRESETS, ChoiceWeights, MarketplaceConfig, default_preset
 from retrieval_lib.marketplace.data import SPLITS, LatentTruth, Marketplace, ObservedMarketplace
 from retrieval_lib.marketplace.vocab_index import vocab_index
+from retrieval_lib.progress import progress_bar
 
 __all__ = ["PRESETS", "SPLITS", "ChoiceWeights", "LatentTruth", "Marketplace", "MarketplaceConfig",
            "ObservedMarketplace", "default_preset", "generate"]
@@ -44,7 +44,7 @@ def generate(config: MarketplaceConfig | str = "book", seed: int | None = None,
     rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(
         len(_STREAMS))), strict=True))
     vi = vocab_index()
-    bar = tqdm(total=5, desc=f"marketplace '{cfg.name}'", disable=not progress)
+    bar = progress_bar(total=5, progress=progress, desc=f"marketplace '{cfg.name}'")
 
     def stage(name: str) -> None:
         bar.set_postfix_str(name)
