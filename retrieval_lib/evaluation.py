@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 from retrieval_lib import metrics
 from retrieval_lib.marketplace import Marketplace, ObservedMarketplace
@@ -230,9 +232,6 @@ def facet_probe(world: Marketplace, vectors: np.ndarray, facet: str = "aesthetic
     vectors = np.asarray(vectors, dtype=np.float64)
     if vectors.ndim != 2 or len(vectors) != len(labels):
         raise ValueError(f"expected one vector per listing ({len(labels)} rows), got shape {vectors.shape}")
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     rng = np.random.default_rng(seed)
     rows = rng.permutation(len(labels))[:max_listings]
     fit, test = rows[: len(rows) // 2], rows[len(rows) // 2:]
