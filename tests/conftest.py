@@ -8,19 +8,29 @@ import sys
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 
 from retrieval_lib import results
 from retrieval_lib.marketplace import Marketplace, generate
+from retrieval_lib.pretraining import listing_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "book" / "_build"
 #: Set to 1 to let book tests reuse an existing build instead of executing the book again.
 REUSE_ENV = "RETRIEVAL_LIB_REUSE_BUILD"
+#: Vocabulary size of the tiny world's tokenizer (the tests' encoders must use the same).
+TINY_VOCAB = 1000
 
 
 @pytest.fixture(scope="session")
 def tiny_world() -> Marketplace:
     return generate("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_world: Marketplace) -> Tokenizer:
+    """The listing tokenizer of the tiny world, with the 1,000-token vocabulary the tiny encoders use."""
+    return listing_tokenizer(tiny_world.observed, "tiny-test", vocab_size=TINY_VOCAB)
 
 
 @pytest.fixture(scope="session")

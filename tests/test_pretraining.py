@@ -21,13 +21,8 @@ TRAIN = TrainConfig(epochs=4, batch_size=64, lr=3e-3, patience=2)
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_world, tmp_path_factory):
-    return listing_tokenizer(tiny_world.observed, "tiny-test", vocab_size=CONFIG.vocab_size)
-
-
-@pytest.fixture(scope="module")
-def pretrained(tiny_world, tokenizer):
-    return fit_doc2query(tiny_world.observed, tokenizer, CONFIG, TRAIN, progress=False)
+def pretrained(tiny_world, tiny_tokenizer):
+    return fit_doc2query(tiny_world.observed, tiny_tokenizer, CONFIG, TRAIN, progress=False)
 
 
 def test_purchase_pairs_are_the_windows_purchases(tiny_world):
@@ -48,46 +43,46 @@ def test_tokenizer_learns_from_the_training_window_only(tiny_world):
     assert corpus[n_known:] == observed.split("train")["query"].astype(str).tolist()
 
 
-def test_tokenizer_is_cached_and_reproducible(tiny_world, tokenizer, tmp_path, monkeypatch):
+def test_tokenizer_is_cached_and_reproducible(tiny_world, tiny_tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("RETRIEVAL_LIB_CACHE", str(tmp_path))
     first = listing_tokenizer(tiny_world.observed, "tiny-test", vocab_size=CONFIG.vocab_size)
-    assert first.to_str() == tokenizer.to_str()
+    assert first.to_str() == tiny_tokenizer.to_str()
     (folder,) = tmp_path.glob("tokenizer-*")
     (folder / "tokenizer.json").write_text("{not json")
     with pytest.warns(UserWarning, match="unreadable"):
         again = listing_tokenizer(tiny_world.observed, "tiny-test", vocab_size=CONFIG.vocab_size)
-    assert again.to_str() == tokenizer.to_str()
+    assert again.to_str() == tiny_tokenizer.to_str()
 
 
-def test_doc2query_learns_and_stops_on_validation_loss(pretrained, tiny_world, tokenizer):
+def test_doc2query_learns_and_stops_on_validation_loss(pretrained, tiny_world, tiny_tokenizer):
     model, history = pretrained
     assert history.train_loss[-1] < history.train_loss[0]
     assert history.best_score == max(history.valid_score)  # negated validation loss
-    listings = TokenizedTexts.of(tokenizer, listing_documents(tiny_world.observed.listings), CONFIG.max_len)
-    valid = Doc2QueryData.of(tokenizer, tiny_world.observed, listings, "valid", CONFIG.max_len)
+    listings = TokenizedTexts.of(tiny_tokenizer, listing_documents(tiny_world.observed.listings), CONFIG.max_len)
+    valid = Doc2QueryData.of(tiny_tokenizer, tiny_world.observed, listings, "valid", CONFIG.max_len)
     assert mean_loss(model, valid) == pytest.approx(-history.best_score, rel=1e-5)
 
 
-def test_generated_queries_are_text(pretrained, tiny_world, tokenizer):
+def test_generated_queries_are_text(pretrained, tiny_world, tiny_tokenizer):
     model, _ = pretrained
     docs = listing_documents(tiny_world.observed.listings.iloc[:5])
-    greedy = generate_queries(model, tokenizer, docs, max_len=6)
-    sampled = generate_queries(model, tokenizer, docs, max_len=6, top_k=10, seed=1)
+    greedy = generate_queries(model, tiny_tokenizer, docs, max_len=6)
+    sampled = generate_queries(model, tiny_tokenizer, docs, max_len=6, top_k=10, seed=1)
     assert len(greedy) == len(sampled) == 5 and all(isinstance(q, str) for q in greedy + sampled)
     assert any(sampled)
-    assert sampled == generate_queries(model, tokenizer, docs, max_len=6, top_k=10, seed=1)
+    assert sampled == generate_queries(model, tiny_tokenizer, docs, max_len=6, top_k=10, seed=1)
 
 
-def test_vocab_mismatch_is_a_clear_error(tiny_world, tokenizer):
+def test_vocab_mismatch_is_a_clear_error(tiny_world, tiny_tokenizer):
     with pytest.raises(ValueError, match="vocab_size"):
-        fit_doc2query(tiny_world.observed, tokenizer, TransformerConfig(vocab_size=100), TRAIN, progress=False)
+        fit_doc2query(tiny_world.observed, tiny_tokenizer, TransformerConfig(vocab_size=100), TRAIN, progress=False)
 
 
-def test_cached_doc2query_round_trips(tiny_world, tokenizer, tmp_path, monkeypatch):
+def test_cached_doc2query_round_trips(tiny_world, tiny_tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("RETRIEVAL_LIB_CACHE", str(tmp_path))
     small = TrainConfig(epochs=1, batch_size=64)
-    trained, history = doc2query_model(tiny_world.observed, "tiny-test", tokenizer, CONFIG, small, progress=False)
-    loaded, loaded_history = doc2query_model(tiny_world.observed, "tiny-test", tokenizer, CONFIG, small,
+    trained, history = doc2query_model(tiny_world.observed, "tiny-test", tiny_tokenizer, CONFIG, small, progress=False)
+    loaded, loaded_history = doc2query_model(tiny_world.observed, "tiny-test", tiny_tokenizer, CONFIG, small,
                                              progress=False)
     assert loaded_history == history
     for (name, a), (_, b) in zip(trained.state_dict().items(), loaded.state_dict().items(), strict=True):

@@ -5,7 +5,6 @@ import torch
 
 from retrieval_lib.evaluation import EvaluationSet, evaluate
 from retrieval_lib.popularity import PopularityRetriever
-from retrieval_lib.pretraining import listing_tokenizer
 from retrieval_lib.train import TrainConfig
 from retrieval_lib.transformer import Doc2Query, TokenizedTexts, TransformerConfig, encode_batch
 from retrieval_lib.transformer_tower import (
@@ -21,34 +20,29 @@ TRAIN = TrainConfig(epochs=4, batch_size=128, lr=3e-3, patience=2)
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_world):
-    return listing_tokenizer(tiny_world.observed, "tiny-test", vocab_size=CONFIG.vocab_size)
+def trained(tiny_world, tiny_tokenizer):
+    return fit_transformer_two_tower(tiny_world.observed, tiny_tokenizer, CONFIG, TRAIN, progress=False)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_world, tokenizer):
-    return fit_transformer_two_tower(tiny_world.observed, tokenizer, CONFIG, TRAIN, progress=False)
-
-
-def test_towers_give_unit_vectors_and_the_query_tower_ignores_padding(tokenizer):
+def test_towers_give_unit_vectors_and_the_query_tower_ignores_padding(tiny_tokenizer):
     torch.manual_seed(0)
     model = TransformerTwoTower(CONFIG, out_dim=16).eval()
-    ids, pad = encode_batch(tokenizer, ["silver necklace", "a much longer listing title for a mug", ""], 40)
+    ids, pad = encode_batch(tiny_tokenizer, ["silver necklace", "a much longer listing title for a mug", ""], 40)
     q, v = model.encode_queries(ids, pad), model.encode_listings(ids, pad)
     assert q.shape == v.shape == (3, 16)
     torch.testing.assert_close(q.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(v.norm(dim=1), torch.ones(3))
-    alone, alone_pad = encode_batch(tokenizer, ["silver necklace"], 40)
+    alone, alone_pad = encode_batch(tiny_tokenizer, ["silver necklace"], 40)
     torch.testing.assert_close(model.encode_queries(alone, alone_pad)[0], q[0])
     torch.testing.assert_close(model.encode_listings(alone, alone_pad)[0], v[0], atol=1e-5, rtol=1e-5)
 
 
-def test_query_tower_is_a_mean_of_token_embeddings(tokenizer):
+def test_query_tower_is_a_mean_of_token_embeddings(tiny_tokenizer):
     model = TransformerTwoTower(CONFIG, out_dim=CONFIG.dim)
     with torch.no_grad():
         model.query_proj.weight.copy_(torch.eye(CONFIG.dim))
         model.query_proj.bias.zero_()
-    ids, pad = encode_batch(tokenizer, ["silver necklace"], 40)
+    ids, pad = encode_batch(tiny_tokenizer, ["silver necklace"], 40)
     expected = model.encoder.tokens.weight[ids[0]].mean(0)
     torch.testing.assert_close(model.encode_queries(ids, pad)[0], expected / expected.norm())
 
@@ -77,37 +71,37 @@ def test_weights_digest_tracks_the_weights():
     assert weights_digest(a) != weights_digest(b)
 
 
-def test_trained_retriever_beats_popularity(tiny_world, tokenizer, trained):
+def test_trained_retriever_beats_popularity(tiny_world, tiny_tokenizer, trained):
     model, history = trained
     assert history.best_score > 0
     es = EvaluationSet.build(tiny_world, "test")
-    ours = evaluate(TransformerRetriever(model, tokenizer, tiny_world.observed.listings), es)
+    ours = evaluate(TransformerRetriever(model, tiny_tokenizer, tiny_world.observed.listings), es)
     popular = evaluate(PopularityRetriever().fit(tiny_world.observed.logs("train")), es)
     assert ours.value("recall@100", "all") > popular.value("recall@100", "all")
 
 
-def test_retriever_handles_empty_and_unknown_queries(tiny_world, tokenizer, trained):
-    retriever = TransformerRetriever(trained[0], tokenizer, tiny_world.observed.listings)
+def test_retriever_handles_empty_and_unknown_queries(tiny_world, tiny_tokenizer, trained):
+    retriever = TransformerRetriever(trained[0], tiny_tokenizer, tiny_world.observed.listings)
     ids = retriever.retrieve(pd.DataFrame({"query": ["", "qqqq zzzz", "necklace"]}), 10)
     assert ids.shape == (3, 10) and (ids >= 0).all()
     assert np.isfinite(retriever.search([""], 5)[1]).all()
     with pytest.raises(ValueError, match="tokenized"):
-        TransformerRetriever(trained[0], tokenizer, tiny_world.observed.listings,
-                             TokenizedTexts.of(tokenizer, ["x"], 40))
+        TransformerRetriever(trained[0], tiny_tokenizer, tiny_world.observed.listings,
+                             TokenizedTexts.of(tiny_tokenizer, ["x"], 40))
 
 
-def test_cached_model_round_trips_and_keys_the_initialisation(tiny_world, tokenizer, tmp_path, monkeypatch):
+def test_cached_model_round_trips_and_keys_the_initialisation(tiny_world, tiny_tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("RETRIEVAL_LIB_CACHE", str(tmp_path))
     small = TrainConfig(epochs=1, batch_size=128)
     torch.manual_seed(5)  # not the training seed, which would give the scratch model the same encoder
     init = Doc2Query(CONFIG)
-    scratch, _ = transformer_two_tower(tiny_world.observed, "t", tokenizer, CONFIG, small, progress=False)
-    warm, _ = transformer_two_tower(tiny_world.observed, "t", tokenizer, CONFIG, small, init, progress=False)
+    scratch, _ = transformer_two_tower(tiny_world.observed, "t", tiny_tokenizer, CONFIG, small, progress=False)
+    warm, _ = transformer_two_tower(tiny_world.observed, "t", tiny_tokenizer, CONFIG, small, init, progress=False)
     assert len(list(tmp_path.glob("transformer-*"))) == 2
-    again, _ = transformer_two_tower(tiny_world.observed, "t", tokenizer, CONFIG, small, init, progress=False)
+    again, _ = transformer_two_tower(tiny_world.observed, "t", tiny_tokenizer, CONFIG, small, init, progress=False)
     assert weights_digest(again) == weights_digest(warm) != weights_digest(scratch)
 
 
-def test_same_seed_same_model(tiny_world, tokenizer, trained):
-    again, _ = fit_transformer_two_tower(tiny_world.observed, tokenizer, CONFIG, TRAIN, progress=False)
+def test_same_seed_same_model(tiny_world, tiny_tokenizer, trained):
+    again, _ = fit_transformer_two_tower(tiny_world.observed, tiny_tokenizer, CONFIG, TRAIN, progress=False)
     assert weights_digest(again) == weights_digest(trained[0])

@@ -7,7 +7,6 @@ from retrieval_lib.ann import HNSWIndex
 from retrieval_lib.evaluation import EvaluationSet, evaluate
 from retrieval_lib.graph import Node2VecConfig, fit_graph_embeddings
 from retrieval_lib.popularity import PopularityRetriever
-from retrieval_lib.pretraining import listing_tokenizer
 from retrieval_lib.retriever import Retriever
 from retrieval_lib.term import engaged_pairs
 from retrieval_lib.towers import COMPONENTS, UnifiedConfig, UnifiedModel
@@ -21,13 +20,12 @@ TRAIN = TrainConfig(epochs=4, batch_size=128, lr=3e-3, patience=2)
 
 
 @pytest.fixture(scope="module")
-def features(tiny_world):
+def features(tiny_world, tiny_tokenizer):
     observed = tiny_world.observed
-    tokenizer = listing_tokenizer(observed, "tiny-test", vocab_size=1000)
     torch.manual_seed(0)
     encoder = ListingEncoder(TransformerConfig(vocab_size=1000, dim=16, heads=2, layers=1, ff_dim=32))
     graph = fit_graph_embeddings(observed, Node2VecConfig(dim=8, num_walks=2, walk_length=8))
-    return UnifiedFeatures.build(observed, tokenizer, encoder, graph, n_buckets=BUCKETS, max_history=8)
+    return UnifiedFeatures.build(observed, tiny_tokenizer, encoder, graph, n_buckets=BUCKETS, max_history=8)
 
 
 @pytest.fixture(scope="module")
