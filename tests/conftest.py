@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
 
-from retrieval_lib import results
+from retrieval_lib.infra import results
+from retrieval_lib.infra.cache import CACHE_ENV
 from retrieval_lib.marketplace import Marketplace, generate
-from retrieval_lib.pretraining import listing_tokenizer
+from retrieval_lib.training.pretraining import listing_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "book" / "_build"
@@ -20,6 +22,15 @@ BUILD = ROOT / "book" / "_build"
 REUSE_ENV = "RETRIEVAL_LIB_REUSE_BUILD"
 #: Vocabulary size of the tiny world's tokenizer (the tests' encoders must use the same).
 TINY_VOCAB = 1000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point the artifact cache at a temporary folder: tests never read or write the repository's cache."""
+    folder = tmp_path_factory.mktemp("artifact-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +49,9 @@ def built_book() -> dict[str, float]:
     """Execute every chapter and build the HTML book once per test session; return results.json."""
     path = BUILD / "results.json"
     if not (os.environ.get(REUSE_ENV) == "1" and path.is_file()):
-        env = {k: v for k, v in os.environ.items() if k not in ("RETRIEVAL_LIB_PRESET", "RETRIEVAL_LIB_RESULTS")}
+        # the book build uses the repository's own cache and results, whatever the tests point elsewhere
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RETRIEVAL_LIB_PRESET", "RETRIEVAL_LIB_RESULTS", CACHE_ENV)}
         proc = subprocess.run([sys.executable, str(ROOT / "book" / "build.py")], cwd=ROOT, env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0:

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval_lib.ann import HNSWIndex, ann_recall
-from retrieval_lib.knn import exact_top_k
-from retrieval_lib.retrieval import PAD
+from retrieval_lib.serving.ann import HNSWIndex, ann_recall
+from retrieval_lib.serving.base import PAD
+from retrieval_lib.serving.exact import exact_top_k
 
 
 @pytest.fixture(scope="module")

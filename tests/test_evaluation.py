@@ -1,20 +1,26 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from retrieval_lib.evaluation import (
+from retrieval_lib.evaluation.offline import (
     LONG_HISTORY,
+    NDCG_K,
     EvaluationSet,
+    check_ranking,
     evaluate,
-    facet_probe,
     history_bin,
     history_length,
-    history_reveals_taste,
+    keep_available,
     query_segments,
     segment_of,
+    unavailable_margin,
 )
-from retrieval_lib.lexical import PAD
+from retrieval_lib.evaluation.probes import facet_probe, history_reveals_taste
 from retrieval_lib.marketplace import ObservedMarketplace
+from retrieval_lib.marketplace.behaviour import available, relevance_grades
+from retrieval_lib.serving.base import PAD
 
 
 def _observed(queries, users=None, days=None, split="train"):
@@ -60,11 +66,61 @@ class Oracle:
 
 
 class Fixed:
+    """Returns the same array whatever ``k`` it is asked for (to test shape checks)."""
+
     def __init__(self, ranked):
         self.ranked = ranked
 
     def retrieve(self, sessions, k):
         return self.ranked
+
+
+class Padding:
+    """Returns ``k`` padding ids per session: nothing retrieved."""
+
+    def retrieve(self, sessions, k):
+        return np.full((len(sessions), k), PAD)
+
+
+class Ranked:
+    """Serves a precomputed ranking of listing ids per session id, cut or padded to the ``k`` asked for."""
+
+    def __init__(self, session_ids, ranked):
+        self.row = pd.Series(np.arange(len(session_ids)), index=session_ids)
+        self.ranked = np.asarray(ranked, dtype=np.int64)
+        self.asked: list[int] = []
+
+    def retrieve(self, sessions, k):
+        self.asked.append(k)
+        out = self.ranked[self.row.loc[sessions["session_id"].to_numpy()].to_numpy(), :k]
+        return np.concatenate([out, np.full((len(out), k - out.shape[1]), PAD)], axis=1)
+
+
+def _rank_by(keys, keep=None):
+    """Every listing id per row, sorted by ``keys`` (``(n, L)`` arrays, most important first, higher first).
+
+    Listings where ``keep`` is False become padding at the end of the row.
+    """
+    n, n_listings = keys[0].shape
+    ids = np.broadcast_to(np.arange(n_listings), (n, n_listings))
+    keep = np.ones((n, n_listings), bool) if keep is None else keep
+    # lexsort sorts by its last key first: kept listings first, then each key descending, ties by id
+    order = np.lexsort((ids, *(-k for k in reversed(keys)), ~keep), axis=1)
+    ranked = np.take_along_axis(ids, order, axis=1)
+    return np.where(np.take_along_axis(keep, order, axis=1), ranked, PAD)
+
+
+@pytest.fixture(scope="module")
+def full_test(tiny_world):
+    """Every labelled test session, with the latent relevance grade and future flag of every listing."""
+    es = EvaluationSet.build(tiny_world, "test")
+    latent = tiny_world.latent
+    sid = es.sessions["session_id"].to_numpy()
+    n_listings = len(latent.listings["created_day"])
+    every = np.broadcast_to(np.arange(n_listings), (len(sid), n_listings))
+    grades = relevance_grades(latent, sid, every).astype(np.int64)
+    future = latent.listings["created_day"][None, :] > latent.intents["day"][sid][:, None]
+    return es, grades, future
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +139,7 @@ def test_oracle_gets_perfect_recall_and_mrr(tiny_world, eval_set):
 
 
 def test_padding_only_retriever_scores_zero(eval_set):
-    result = evaluate(Fixed(np.full((len(eval_set.sessions), 1000), PAD)), eval_set)
+    result = evaluate(Padding(), eval_set)
     summary = result.summary()
     assert (summary.drop(columns="n").fillna(0).to_numpy() == 0).all()
 
@@ -102,6 +158,96 @@ def test_summary_rows_and_counts(tiny_world, eval_set):
 def test_wrong_shape_is_a_clear_error(eval_set):
     with pytest.raises(ValueError, match="shape"):
         evaluate(Fixed(np.zeros((3, 5), dtype=int)), eval_set)
+    # the right number of rows but only max(ks) columns: the retriever ignored the k it was given
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(Fixed(np.full((len(eval_set.sessions), 1000), PAD)), eval_set)
+    with pytest.raises(ValueError, match="integers"):
+        check_ranking(np.zeros((2, 3)), 2, 3)
+
+
+def test_evaluation_asks_for_enough_results_to_survive_the_availability_filter(full_test, tiny_world):
+    es, grades, future = full_test
+    sid = es.sessions["session_id"].to_numpy()
+    retriever = Ranked(sid, _rank_by((grades,)))
+    evaluate(retriever, es, ks=(10, 100))
+    margin = unavailable_margin(tiny_world, sid)
+    assert retriever.asked == [100 + margin]
+    assert margin >= future.sum(axis=1).max() > 0  # no row can lose more than the margin
+    assert unavailable_margin(tiny_world, np.array([], dtype=np.int64)) == 0
+
+
+def test_listings_created_after_the_session_score_nothing(full_test, tiny_world):
+    """A retriever that returns only listings that did not exist yet (best grades first) scores exactly 0."""
+    es, grades, future = full_test
+    sid = es.sessions["session_id"].to_numpy()
+    ok = es.targets >= 0
+    # precondition: every label existed at its session's time, and future listings would earn NDCG gain
+    assert available(tiny_world.latent, sid[ok], es.targets[ok, None]).all()
+    assert (grades * future).max() > 0 and future.any(axis=1).mean() > 0.5
+    result = evaluate(Ranked(sid, _rank_by((grades,), keep=future)), es)
+    metrics = result.per_session.drop(columns=["session_id", "segment", "history"])
+    assert [c for c in metrics.columns if c.startswith(("recall@", "ndcg@"))] == [
+        "recall@10", "recall@100", "recall@1000", f"ndcg@{NDCG_K}"]
+    assert (metrics.to_numpy() == 0).all()
+
+
+def test_ndcg_never_exceeds_one(full_test, tiny_world):
+    es, grades, future = full_test
+    sid = es.sessions["session_id"].to_numpy()
+    wanted = tiny_world.latent.listings["type"][None, :] == tiny_world.latent.intents["type"][sid][:, None]
+    rng = np.random.default_rng(0)
+    retrievers = {
+        # ranks by latent grade over the whole catalogue, ignoring when listings were created
+        "oracle-ish": _rank_by((grades,)),
+        # listings of the wanted type created after the session first, then by grade
+        "future first": _rank_by(((future & wanted).astype(np.int64), grades)),
+        "future only": _rank_by((grades,), keep=future),
+        "label first": _rank_by(((np.arange(grades.shape[1])[None, :] == es.targets[:, None]).astype(np.int64),)),
+        "random": _rank_by((rng.random(grades.shape),)),
+    }
+    ndcg = {}
+    for name, ranked in retrievers.items():
+        ndcg[name] = evaluate(Ranked(sid, ranked), es).per_session[f"ndcg@{NDCG_K}"].to_numpy()
+        assert ((ndcg[name] >= 0) & (ndcg[name] <= 1 + 1e-9)).all(), name
+    # after unavailable listings are dropped, the oracle-ish ranking is the ideal ranking
+    has_gain = es.ideal.sum(axis=1) > 0
+    np.testing.assert_allclose(ndcg["oracle-ish"][has_gain], 1.0)
+    assert ndcg["future first"].mean() > ndcg["random"].mean()
+
+
+def test_a_listing_twice_in_a_row_is_a_clear_error(eval_set):
+    assert len(eval_set.sessions) > 7
+
+    class Repeats:
+        def retrieve(self, sessions, k):
+            out = np.full((len(sessions), k), PAD)
+            out[:, :3] = [4, 9, 1]
+            out[7, 5] = 9  # row 7 returns listing 9 twice
+            return out
+
+    with pytest.raises(ValueError, match="listing 9 twice for session row 7"):
+        evaluate(Repeats(), eval_set)
+    ranked = np.array([[3, PAD, PAD, 5], [2, 2, PAD, PAD]])
+    with pytest.raises(ValueError, match="listing 2 twice for session row 1"):
+        check_ranking(ranked, 2, 4)
+    np.testing.assert_array_equal(check_ranking(ranked[:1], 1, 4), ranked[:1])  # padding may repeat
+
+
+def test_keep_available_by_hand():
+    """Listings 0-5 created on days 0, 5, 10, 0, 20, 1; sessions 0 and 1 on days 4 and 12."""
+    latent = SimpleNamespace(listings={"created_day": np.array([0.0, 5.0, 10.0, 0.0, 20.0, 1.0])},
+                             intents={"day": np.array([4.0, 12.0])})
+    world = SimpleNamespace(latent=latent)
+    ranked = np.array([[1, 0, 4, PAD, 3, 2],
+                       [4, 2, 1, 5, PAD, PAD]])
+    np.testing.assert_array_equal(keep_available(world, np.array([0, 1]), ranked, 6),
+                                  [[0, 3, PAD, PAD, PAD, PAD],
+                                   [2, 1, 5, PAD, PAD, PAD]])
+    np.testing.assert_array_equal(keep_available(world, np.array([0, 1]), ranked, 2), [[0, 3], [2, 1]])
+    np.testing.assert_array_equal(keep_available(world, np.array([1, 0]), ranked[:, :2], 4),
+                                  [[1, 0, PAD, PAD], [PAD, PAD, PAD, PAD]])
+    assert unavailable_margin(world, np.array([0, 1])) == 3  # listings 1, 2 and 4 come after day 4
+    assert unavailable_margin(world, np.array([1])) == 1
 
 
 def test_training_window_cannot_be_evaluated(tiny_world):
@@ -158,3 +304,10 @@ def test_facet_probe_reads_a_visible_facet_and_not_noise(tiny_world):
 def test_facet_probe_needs_one_vector_per_listing(tiny_world):
     with pytest.raises(ValueError, match="one vector per listing"):
         facet_probe(tiny_world, np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("bad", [-2, 10**6])
+def test_ids_that_are_neither_listings_nor_padding_are_a_clear_error(bad):
+    ranked = np.array([[0, 1, bad], [2, 3, 4]])
+    with pytest.raises(ValueError, match="neither a listing"):
+        check_ranking(ranked, 2, 3, n_listings=100)

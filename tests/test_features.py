@@ -1,17 +1,18 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
-from retrieval_lib.features import (
+from retrieval_lib.features.history import user_histories
+from retrieval_lib.features.location import (
     LOCATION_DIM,
-    NUMERIC_DIM,
-    NumericFeatures,
     listing_locations,
     location_features,
-    user_histories,
     user_listing_miles,
     user_locations,
 )
-from retrieval_lib.geo import haversine_miles
+from retrieval_lib.features.numeric import NUMERIC_DIM, NumericFeatures
+from retrieval_lib.marketplace.geo import haversine_miles
 
 
 def test_numeric_features_are_quantiles_fitted_on_the_training_window(tiny_world):
@@ -47,24 +48,100 @@ def test_listing_and_user_locations_line_up(tiny_world):
     assert user_locations(observed).shape == (len(observed.users), LOCATION_DIM)
 
 
-def test_history_holds_only_earlier_sessions(tiny_world):
+def _check_history(observed, history, max_items):
+    """Assert every real item of every history row against the logs; padding must be ``source == -1``."""
+    sessions = observed.sessions
+    n_sessions = len(sessions)
+    assert (sessions["session_id"].to_numpy() == np.arange(n_sessions)).all()
+    user_of = sessions["user_id"].to_numpy()
+    # position of each session in time (sessions are ordered by day, then session id)
+    order = sessions.sort_values(["day", "session_id"], kind="stable")["session_id"].to_numpy()
+    rank = np.empty(n_sessions, dtype=np.int64)
+    rank[order] = np.arange(n_sessions)
+    ids = history.session_ids
+    current = ids < 0
+    # each row's user and time: a logged session's own, or for a current row the end of the logs
+    row_user = np.where(current, -1 - ids, user_of[ids.clip(0)])
+    row_rank = np.where(current, n_sessions, rank[ids.clip(0)])
+    assert (np.sort(ids[~current]) == np.arange(n_sessions)).all()
+    if current.any():  # one current row per user
+        assert (np.sort(row_user[current]) == observed.users["user_id"].sort_values().to_numpy()).all()
+
+    real = history.item >= 0
+    src = history.source
+    assert (src[~real] == -1).all() and (history.listing[~real] == -1).all()
+    assert (src[real] >= 0).all() and (src[real] < n_sessions).all()
+    s = src.clip(0)
+    # every item comes from an earlier session of the same user
+    assert (user_of[s][real] == np.broadcast_to(row_user[:, None], s.shape)[real]).all(), "another user's item"
+    assert (rank[s][real] < np.broadcast_to(row_rank[:, None], s.shape)[real]).all(), "item not from an earlier session"
+    # oldest first: source sessions never go back in time along a row
+    later = np.where(real, rank[s], -1)
+    assert (np.diff(later, axis=1) >= 0).all()
+
+    texts = np.array(history.texts, dtype=object)[history.item.clip(0)]
+    listing = history.listing
+    kind = history.kind
+    imp = observed.impressions
+    n_listings = len(observed.listings)
+    key = s * n_listings + listing.clip(0)
+    query = real & (kind == 0)
+    click = real & (kind == 1)
+    buy = real & (kind == 2)
+    assert (query | click | buy)[real].all()
+    assert (texts[query] == sessions["query"].astype(str).to_numpy()[s[query]]).all()
+    assert (listing[query] == -1).all()
+    clicked = (imp.loc[imp["click"], "session_id"] * n_listings + imp.loc[imp["click"], "listing_id"]).to_numpy()
+    bought = (imp.loc[imp["purchase"], "session_id"] * n_listings
+              + imp.loc[imp["purchase"], "listing_id"]).to_numpy()
+    assert (listing[click | buy] >= 0).all()
+    assert np.isin(key[click], clicked).all()
+    assert np.isin(key[buy], bought).all()
+    titles = observed.listings["title"].astype(str).to_numpy()
+    tags = np.array([" ".join(t) for t in observed.listings["tags"]], dtype=object)
+    assert (texts[click] == titles[listing[click]]).all()
+    assert (texts[buy] == tags[listing[buy]]).all()
+
+    # nothing is missing: a row holds the last max_items items of all the user's earlier sessions
+    contributed = np.ones(n_sessions, dtype=np.int64)  # each session's query
+    np.add.at(contributed, imp.loc[imp["click"], "session_id"].to_numpy(), 1)
+    np.add.at(contributed, imp.loc[imp["purchase"], "session_id"].to_numpy(), 1)
+    per_user = np.zeros((user_of.max() + 1, n_sessions + 1), dtype=np.int64)  # items before each time
+    np.add.at(per_user, (user_of[order], rank[order] + 1), contributed[order])
+    before = per_user.cumsum(axis=1)[row_user, row_rank]
+    np.testing.assert_array_equal(history.lengths(), np.minimum(before, max_items))
+    # and its most recent item comes from the user's latest earlier session
+    latest = np.full((user_of.max() + 1, n_sessions + 1), -1, dtype=np.int64)
+    latest[user_of[order], rank[order] + 1] = order
+    latest = np.maximum.accumulate(np.where(latest >= 0, rank[latest.clip(0)], -1), axis=1)
+    expected = latest[row_user, row_rank]
+    has = history.lengths() > 0
+    assert (has == (expected >= 0)).all()
+    np.testing.assert_array_equal(rank[src[has, -1]], expected[has])
+
+
+def test_every_history_item_comes_from_an_earlier_session_of_the_same_user(tiny_world):
     observed = tiny_world.observed
-    history = user_histories(observed, max_items=8)
-    sessions = observed.sessions.set_index("session_id")
-    rng = np.random.default_rng(0)
-    for sid in rng.choice(sessions.index.to_numpy(), 200, replace=False):
-        row = history.rows(np.array([sid]))[0]
-        user, day = sessions.loc[sid, ["user_id", "day"]]
-        earlier = sessions[(sessions["user_id"] == user) & ((sessions["day"] < day) | (
-            (sessions["day"] == day) & (sessions.index < sid)))]
-        texts = {history.texts[i] for i in history.item[row] if i >= 0}
-        pairs = zip(history.item[row], history.kind[row], strict=True)
-        queries = {history.texts[i] for i, k in pairs if i >= 0 and k == 0}
-        assert queries <= set(earlier["query"])
-        if len(earlier) == 0:
-            assert not texts
-        else:  # the most recent earlier query is always kept
-            assert earlier.sort_values("day")["query"].iloc[-1] in queries or history.lengths()[row] == 8
+    history = user_histories(observed, max_items=8, current=True)
+    assert history.lengths().max() == 8 and (history.lengths() == 0).any()
+    assert {0, 1, 2} <= set(np.unique(history.kind[history.item >= 0]))
+    _check_history(observed, history, 8)
+
+
+def test_the_history_check_catches_a_leak(tiny_world):
+    """A history taken one session too late (it holds the request's own query and clicks) fails the check."""
+    observed = tiny_world.observed
+    history = user_histories(observed, max_items=8, current=True)
+    s = observed.sessions.sort_values(["day", "session_id"], kind="stable")
+    # each session gets the history of the user's next session (the current row after the last one)
+    after = s.groupby("user_id")["session_id"].shift(-1).fillna(-1 - s["user_id"]).astype(np.int64)
+    ids = history.session_ids
+    rows = np.where(ids >= 0, history.rows(after.set_axis(s["session_id"]).reindex(ids.clip(0)).to_numpy()),
+                    np.arange(len(ids)))
+    leaked = dataclasses.replace(history, **{f: getattr(history, f)[rows]
+                                             for f in ("item", "kind", "listing", "source")})
+    with pytest.raises(AssertionError, match="earlier session"):
+        _check_history(observed, leaked, 8)
 
 
 def test_history_items_are_padded_on_the_left_and_typed(tiny_world):

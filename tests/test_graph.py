@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrieval_lib.graph import (
+from retrieval_lib.encoders.graph import (
     GraphEmbeddings,
     GraphRetriever,
     Node2VecConfig,

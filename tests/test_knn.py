@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from retrieval_lib.knn import exact_top_k, neighbor_precision
+from retrieval_lib.evaluation.probes import neighbor_precision
+from retrieval_lib.serving.exact import exact_top_k
 
 
 def test_exact_top_k_matches_a_brute_force_sort():

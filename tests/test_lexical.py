@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrieval_lib.lexical import PAD, BM25Retriever
-from retrieval_lib.popularity import PopularityRetriever
-from retrieval_lib.text import listing_documents, tokenize
+from retrieval_lib.baselines.bm25 import BM25Retriever
+from retrieval_lib.baselines.popularity import PopularityRetriever
+from retrieval_lib.serving.base import PAD
+from retrieval_lib.text.words import listing_documents, tokenize
 
 # -- BM25 on a hand-made catalogue -----------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrieval_lib import geo
-from retrieval_lib.evaluation import EvaluationSet
-from retrieval_lib.marketplace import ChoiceWeights, LatentTruth, MarketplaceConfig, generate, stats
+from retrieval_lib.evaluation.offline import EvaluationSet
+from retrieval_lib.evaluation.probes import co_purchase_agreement
+from retrieval_lib.marketplace import ChoiceWeights, LatentTruth, MarketplaceConfig, generate, geo, stats
 from retrieval_lib.marketplace import vocabulary as V
 from retrieval_lib.marketplace.behaviour import (
     available,
@@ -16,7 +16,7 @@ from retrieval_lib.marketplace.behaviour import (
     utility,
 )
 from retrieval_lib.marketplace.vocab_index import misspell, vocab_index
-from retrieval_lib.text import listing_documents, tokenize, word_overlap
+from retrieval_lib.text.words import listing_documents, tokenize, word_overlap
 
 
 def test_same_seed_same_world(tiny_world):
@@ -123,13 +123,10 @@ def test_logs_show_position_bias_quality_and_location(tiny_world):
 
 
 def test_co_purchases_share_hidden_aesthetics(tiny_world):
-    logs = tiny_world.observed.logs()
-    bought = logs.loc[logs["purchase"], ["user_id", "listing_id"]]
-    pairs = bought.merge(bought, on="user_id")
-    pairs = pairs[pairs.listing_id_x < pairs.listing_id_y]
-    aes = tiny_world.latent.listings["aesthetic"]
-    same = (aes[pairs.listing_id_x] == aes[pairs.listing_id_y]).mean()
-    assert same > 2.0 / tiny_world.config.n_aesthetics
+    agreement = co_purchase_agreement(tiny_world, "aesthetic", split="train")
+    assert agreement["pairs"] > 50
+    assert agreement["co_purchased"] > 2.0 / tiny_world.config.n_aesthetics
+    assert agreement["co_purchased"] > 1.5 * agreement["random"]
 
 
 def test_misspell_changes_one_character():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from retrieval_lib.metrics import dcg, hits, ndcg_at_k, recall_at_k, reciprocal_rank
+from retrieval_lib.evaluation.metrics import dcg, hits, ndcg_at_k, recall_at_k, reciprocal_rank
 
 RANKED = np.array([
     [5, 3, 9, 1],

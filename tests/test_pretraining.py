@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval_lib.pretraining import (
+from retrieval_lib.encoders.transformer import TransformerConfig
+from retrieval_lib.text.wordpiece import TokenizedTexts
+from retrieval_lib.text.words import listing_documents
+from retrieval_lib.training.pretraining import (
     Doc2QueryData,
     doc2query_model,
     fit_doc2query,
@@ -12,9 +15,7 @@ from retrieval_lib.pretraining import (
     purchase_pairs,
     tokenizer_corpus,
 )
-from retrieval_lib.text import listing_documents
-from retrieval_lib.train import TrainConfig
-from retrieval_lib.transformer import TokenizedTexts, TransformerConfig
+from retrieval_lib.training.trainer import TrainConfig
 
 CONFIG = TransformerConfig(vocab_size=1000, dim=32, heads=4, layers=1, ff_dim=64, max_len=40)
 TRAIN = TrainConfig(epochs=4, batch_size=64, lr=3e-3, patience=2)

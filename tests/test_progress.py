@@ -1,4 +1,4 @@
-from retrieval_lib.progress import progress_bar
+from retrieval_lib.infra.progress import progress_bar
 
 
 def test_progress_flag_and_environment_both_silence_the_bar(monkeypatch):

@@ -4,8 +4,19 @@ import re
 import numpy as np
 import pytest
 
-from retrieval_lib import results
-from retrieval_lib.results import RESULTS_ENV, deterministic, load, record, results_path
+from retrieval_lib.infra import results
+from retrieval_lib.infra.results import META_KEY, RESULTS_ENV, bind, deterministic, load, metadata, record, results_path
+from retrieval_lib.marketplace import MarketplaceConfig
+
+TINY = MarketplaceConfig.preset("tiny")
+TINY_META = {"preset": "tiny", "world": TINY.fingerprint()}
+
+
+@pytest.fixture(autouse=True)
+def bound(monkeypatch):
+    """Every test starts unbound (the binding is module state) and binds the tiny preset."""
+    monkeypatch.setattr(results, "_bound", None)
+    bind(TINY)
 
 
 @pytest.fixture
@@ -19,9 +30,10 @@ def test_record_writes_a_flat_sorted_json(path):
     assert record("bm25.recall@100.tail", 0.5, path=path) is None
     text = path.read_text()
     data = json.loads(text)
-    assert data == {"alpha.n_requests": 12, "bm25.recall@100.tail": 0.5, "zeta.recall@10.all": 0.25}
+    numbers = {"alpha.n_requests": 12, "bm25.recall@100.tail": 0.5, "zeta.recall@10.all": 0.25}
+    assert data == {META_KEY: TINY_META, **numbers}
     assert list(data) == sorted(data)
-    assert load(path) == data
+    assert load(path) == numbers
     assert not list(path.parent.glob("*.tmp"))
 
 
@@ -36,8 +48,9 @@ def test_record_uses_the_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv(RESULTS_ENV, str(target))
     assert results_path() == target
     record("pop.recall@100.all", 0.125)
-    assert json.loads(target.read_text()) == {"pop.recall@100.all": 0.125}
+    assert json.loads(target.read_text()) == {META_KEY: TINY_META, "pop.recall@100.all": 0.125}
     assert load() == {"pop.recall@100.all": 0.125}
+    assert metadata() == TINY_META
 
 
 def test_load_of_a_missing_file_is_empty(tmp_path):
@@ -123,7 +136,7 @@ def test_results_path_finds_the_book(tmp_path, monkeypatch):
     expected = root.resolve() / "book" / "_build" / "results.json"
     assert results_path() == expected
     record("a.b", 1, glue=False)
-    assert json.loads(expected.read_text()) == {"a.b": 1}
+    assert json.loads(expected.read_text()) == {META_KEY: TINY_META, "a.b": 1}
     monkeypatch.chdir(root)
     assert results_path() == expected
 
@@ -144,3 +157,84 @@ def test_empty_environment_variable_is_ignored(tmp_path, monkeypatch):
 def test_glue_outside_a_notebook_is_a_no_op(path):
     assert results.record("a.b", 0.5, path=path, glue=True) is None
     assert load(path) == {"a.b": 0.5}
+
+
+# --- the world tag -------------------------------------------------------------------------------
+
+def test_record_without_bind_is_an_error(path, monkeypatch):
+    monkeypatch.setattr(results, "_bound", None)
+    with pytest.raises(RuntimeError, match="bind"):
+        record("a.b", 1.0, path=path)
+    assert not path.exists()
+
+
+def test_bind_takes_a_world_or_a_config_and_nothing_else(tiny_world, path):
+    bind(tiny_world)
+    record("a.b", 1, path=path)
+    assert metadata(path) == {"preset": "tiny", "world": tiny_world.config.fingerprint()}
+    assert metadata(path) == TINY_META  # the tiny world is the tiny preset with seed 0
+    for wrong in ("tiny", None, {"name": "tiny"}, object()):
+        with pytest.raises(TypeError, match="bind"):
+            bind(wrong)
+
+
+def test_the_file_carries_the_world_tag(path):
+    record("a.b", 1.5, path=path)
+    raw = json.loads(path.read_text())
+    assert raw[META_KEY] == TINY_META == metadata(path)
+    assert set(metadata(path)) == {"preset", "world"}
+
+
+@pytest.mark.parametrize("other", [
+    MarketplaceConfig.preset("book"),  # another preset
+    MarketplaceConfig.preset("tiny", seed=1),  # the same preset with another seed
+    MarketplaceConfig.preset("tiny", n_days=30),  # the same name, another config
+])
+def test_recording_for_another_world_starts_a_fresh_file(path, other):
+    record("a.b", 1.0, path=path)
+    record("a.c", 2.0, path=path)
+    bind(other)
+    with pytest.warns(UserWarning, match="another world"):
+        record("x.y", 3.0, path=path)
+    assert load(path) == {"x.y": 3.0}  # the old world's keys are gone, not mixed in
+    assert metadata(path) == {"preset": other.name, "world": other.fingerprint()}
+
+
+def test_the_same_world_keeps_its_keys(path, recwarn):
+    record("a.b", 1.0, path=path)
+    bind(MarketplaceConfig.preset("tiny"))  # bound again (a new chapter) to an equal world
+    record("a.c", 2.0, path=path)
+    assert load(path) == {"a.b": 1.0, "a.c": 2.0}
+    assert metadata(path) == TINY_META
+    assert not [w for w in recwarn if "world" in str(w.message)]
+
+
+def test_an_untagged_file_is_another_world(path):
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"a.b": 1.0}))  # written before results were tagged
+    assert metadata(path) == {}
+    with pytest.warns(UserWarning, match="another world"):
+        record("a.c", 2.0, path=path)
+    assert load(path) == {"a.c": 2.0}
+
+
+def test_load_never_returns_the_tag(path, tmp_path):
+    record("a.b", 1.0, path=path)
+    assert META_KEY in json.loads(path.read_text())
+    assert META_KEY not in load(path) and load(path) == {"a.b": 1.0}
+    assert all(isinstance(v, int | float) for v in load(path).values())
+    assert metadata(tmp_path / "nothing.json") == {}
+
+
+def test_deterministic_works_on_loaded_results(path):
+    record("bm25.recall@100.all", 0.4, path=path)
+    record("bm25.index_seconds", 3.2, path=path)
+    assert deterministic(load(path)) == {"bm25.recall@100.all": 0.4}
+
+
+def test_a_tag_that_is_not_an_object_starts_a_fresh_file(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"_meta": "tiny", "old.key": 1}))
+    with pytest.warns(UserWarning, match="another world"):
+        results.record("new.key", 2, path=path, glue=False)
+    assert results.load(path) == {"new.key": 2}

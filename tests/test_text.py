@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from retrieval_lib.text import (
+from retrieval_lib.text.words import (
     STOPWORDS,
     listing_documents,
     missing_words,

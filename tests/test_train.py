@@ -1,36 +1,13 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from retrieval_lib.train import (
-    Optimizer,
-    TrainConfig,
-    accidental_hits,
-    batches,
-    in_batch_softmax_loss,
-    train,
-)
-
-
-def test_accidental_hits_mask_same_listing_or_query_off_the_diagonal():
-    mask = accidental_hits(np.array([0, 0, 1, 2]), np.array([5, 6, 5, 7])).numpy()
-    expected = np.zeros((4, 4), bool)
-    expected[0, 1] = expected[1, 0] = True  # same query
-    expected[0, 2] = expected[2, 0] = True  # same listing
-    np.testing.assert_array_equal(mask, expected)
-
-
-def test_softmax_loss_by_hand():
-    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    t = 0.5
-    expected = -np.log(np.exp(2) / (np.exp(2) + np.exp(0)))
-    assert in_batch_softmax_loss(q, v, t).item() == pytest.approx(expected, rel=1e-6)
-    masked = in_batch_softmax_loss(q, v, t, torch.tensor([[False, True], [True, False]]))
-    assert masked.item() == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError):
-        in_batch_softmax_loss(q, v[:1], t)
+from retrieval_lib.training.losses import SoftmaxLoss
+from retrieval_lib.training.negatives import InBatchNegatives, Negatives
+from retrieval_lib.training.pairs import TrainingPairs
+from retrieval_lib.training.trainer import Optimizer, TrainConfig, batches, fit_two_tower, train
 
 
 def test_batches_cover_every_example_once():
@@ -42,8 +19,6 @@ def test_batches_cover_every_example_once():
 def test_config_validation():
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
-    with pytest.raises(ValueError, match="temperature"):
-        TrainConfig(temperature=0)
 
 
 def test_optimizer_splits_sparse_and_dense_parameters():
@@ -83,3 +58,124 @@ def test_train_is_reproducible():
         return model.weight.detach().clone()
 
     torch.testing.assert_close(run(), run())
+
+
+N_LISTINGS = 20
+
+
+def _synthetic_pairs(n=60, seed=0):
+    """``n`` engaged pairs over 10 queries and 20 listings; query ``qi`` engages listing 2i or 2i + 1."""
+    rng = np.random.default_rng(seed)
+    query = rng.integers(0, 10, n)
+    return TrainingPairs.of(pd.DataFrame({
+        "session_id": np.arange(n), "user_id": rng.integers(0, 5, n), "query": [f"q{i}" for i in query],
+        "day": np.arange(n, dtype=float), "listing_id": 2 * query + rng.integers(0, 2, n),
+        "interaction": rng.choice(["click", "cart", "purchase"], n)}))
+
+
+class Towers(nn.Module):
+    def __init__(self, n_queries):
+        super().__init__()
+        self.queries = nn.Embedding(n_queries, 8)
+        self.listings = nn.Embedding(N_LISTINGS, 8)
+
+
+def _fit(pairs, config, negatives=None, schedule=None, loss=None, validate=None):
+    def encode_queries(m, rows):
+        return nn.functional.normalize(m.queries(torch.from_numpy(pairs.query_row[rows])), dim=1)
+
+    def encode_listings(m, ids):
+        return nn.functional.normalize(m.listings(torch.from_numpy(np.asarray(ids))), dim=1)
+
+    def top2_hit_rate(m):
+        scores = encode_queries(m, np.arange(len(pairs))) @ encode_listings(m, np.arange(N_LISTINGS)).T
+        top = scores.topk(2, dim=1).indices.numpy()
+        return float((top == pairs.listing[:, None]).any(axis=1).mean())
+
+    return fit_two_tower(lambda: Towers(len(pairs.query_text)), pairs, encode_queries, encode_listings,
+                         validate or top2_hit_rate, config, loss or SoftmaxLoss(0.1),
+                         negatives if negatives is not None else InBatchNegatives("query"), schedule,
+                         progress=False)
+
+
+CONFIG = TrainConfig(epochs=15, batch_size=16, lr=0.05, patience=15, seed=0)
+
+
+def test_fit_two_tower_learns_the_engaged_listings():
+    pairs = _synthetic_pairs()
+    model, history = _fit(pairs, CONFIG)
+    assert history.train_loss[-1] < 0.7 * history.train_loss[0]
+    assert history.best_score > 0.9 and history.valid_score[0] < history.best_score
+    assert isinstance(model, Towers) and not model.training
+
+
+def test_fit_two_tower_is_reproducible():
+    pairs = _synthetic_pairs()
+    short = TrainConfig(epochs=3, batch_size=16, lr=0.05, seed=4)
+    first, history = _fit(pairs, short)
+    second, again = _fit(pairs, short)
+    assert again.train_loss == history.train_loss
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    other, _ = _fit(pairs, TrainConfig(epochs=3, batch_size=16, lr=0.05, seed=5))
+    assert not torch.allclose(other.listings.weight, first.listings.weight)
+
+
+class Counting:
+    """A negative source that counts its calls and gives every score the same value."""
+
+    def __init__(self, value):
+        self.value, self.calls = value, 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        scores = torch.full((len(batch.rows), 3), float(self.value)) + 0 * batch.query_vectors.sum()
+        return Negatives(scores, torch.zeros(len(batch.rows), 3, dtype=torch.bool))
+
+
+def mean_score(positive, negatives, interaction):
+    """A loss equal to the source's constant score, so the weighted sum can be checked by hand."""
+    return negatives.scores.mean()
+
+
+def test_fit_two_tower_weights_sources_by_the_schedule():
+    pairs = _synthetic_pairs()  # 60 pairs in batches of 16: 4 steps per epoch (16, 16, 16, 12)
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.01, patience=5)
+    total = 4 * 3
+    calls = []
+
+    def schedule(step, total_steps):
+        calls.append((step, total_steps))
+        return {"one": 1.0, "two": step / total_steps, "never": 0.0}
+
+    sources = {"one": Counting(1), "two": Counting(2), "never": Counting(100)}
+    _, history = _fit(pairs, config, negatives=sources, schedule=schedule, loss=mean_score,
+                      validate=lambda m: 0.0)
+    assert calls == [(step, total) for step in range(total)]
+    assert sources["one"].calls == total
+    assert sources["two"].calls == total - 1  # weight 0 at step 0: not called
+    assert sources["never"].calls == 0
+    # each step's loss is 1 * 1 + (step / total) * 2; the history keeps the mean per epoch
+    expected = [np.mean([1 + 2 * s / total for s in range(e * 4, e * 4 + 4)]) for e in range(3)]
+    np.testing.assert_allclose(history.train_loss, expected, rtol=1e-6)
+
+
+def test_fit_two_tower_without_a_schedule_weights_every_source_one():
+    sources = {"a": Counting(1), "b": Counting(3)}
+    _, history = _fit(_synthetic_pairs(), TrainConfig(epochs=2, batch_size=16), negatives=sources,
+                      loss=mean_score, validate=lambda m: 0.0)
+    assert sources["a"].calls == sources["b"].calls == 8
+    np.testing.assert_allclose(history.train_loss, [4.0, 4.0], rtol=1e-6)
+
+
+def test_fit_two_tower_rejects_bad_sources_and_schedules():
+    pairs = _synthetic_pairs()
+    config = TrainConfig(epochs=1, batch_size=16)
+    with pytest.raises(ValueError, match="the negative sources are"):
+        _fit(pairs, config, negatives={"in-batch": InBatchNegatives()},
+             schedule=lambda step, total: {"in-batch": 1.0, "hard": 0.5})
+    with pytest.raises(ValueError, match="the negative sources are"):  # a source left out of the schedule
+        _fit(pairs, config, negatives={"in-batch": InBatchNegatives(), "other": InBatchNegatives("request")},
+             schedule=lambda step, total: {"in-batch": 1.0})
+    with pytest.raises(ValueError, match="at least one negative source"):
+        _fit(pairs, config, negatives={})

@@ -4,14 +4,12 @@ import sys
 import pytest
 import torch
 
-from retrieval_lib.transformer import (
+from retrieval_lib.encoders.transformer import Doc2Query, ListingEncoder, TransformerConfig
+from retrieval_lib.text.wordpiece import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
-    Doc2Query,
-    ListingEncoder,
     TokenizedTexts,
-    TransformerConfig,
     encode_batch,
     train_tokenizer,
     wordpiece_vocabulary,
@@ -129,7 +127,7 @@ def test_wordpiece_vocabulary_is_deterministic_and_spells_anything():
 
 
 def test_tokenizer_is_identical_across_processes():
-    code = ("from retrieval_lib.transformer import train_tokenizer; import hashlib; "
+    code = ("from retrieval_lib.text.wordpiece import train_tokenizer; import hashlib; "
             f"print(hashlib.sha256(train_tokenizer({CORPUS!r}, 150).to_str().encode()).hexdigest())")
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
                for _ in range(3)}

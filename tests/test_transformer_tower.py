@@ -3,17 +3,18 @@ import pandas as pd
 import pytest
 import torch
 
-from retrieval_lib.evaluation import EvaluationSet, evaluate
-from retrieval_lib.popularity import PopularityRetriever
-from retrieval_lib.train import TrainConfig
-from retrieval_lib.transformer import Doc2Query, TokenizedTexts, TransformerConfig, encode_batch
-from retrieval_lib.transformer_tower import (
+from retrieval_lib.baselines.popularity import PopularityRetriever
+from retrieval_lib.encoders.transformer import Doc2Query, TransformerConfig
+from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
+from retrieval_lib.models.transformer_tower import (
     TransformerRetriever,
     TransformerTwoTower,
     fit_transformer_two_tower,
     transformer_two_tower,
     weights_digest,
 )
+from retrieval_lib.text.wordpiece import TokenizedTexts, encode_batch
+from retrieval_lib.training.trainer import TrainConfig
 
 CONFIG = TransformerConfig(vocab_size=1000, dim=32, heads=4, layers=1, ff_dim=64, max_len=40)
 TRAIN = TrainConfig(epochs=4, batch_size=128, lr=3e-3, patience=2)

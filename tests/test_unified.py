@@ -3,16 +3,24 @@ import pandas as pd
 import pytest
 import torch
 
-from retrieval_lib.ann import HNSWIndex
-from retrieval_lib.evaluation import EvaluationSet, evaluate
-from retrieval_lib.graph import Node2VecConfig, fit_graph_embeddings
-from retrieval_lib.popularity import PopularityRetriever
-from retrieval_lib.retriever import Retriever
-from retrieval_lib.term import engaged_pairs
-from retrieval_lib.towers import COMPONENTS, UnifiedConfig, UnifiedModel
-from retrieval_lib.train import TrainConfig, accidental_hits
-from retrieval_lib.transformer import ListingEncoder, TransformerConfig
-from retrieval_lib.unified import UnifiedFeatures, UnifiedRetriever, fit_unified, request_keys, unified_model
+from retrieval_lib.baselines.popularity import PopularityRetriever
+from retrieval_lib.encoders.graph import Node2VecConfig, fit_graph_embeddings
+from retrieval_lib.encoders.transformer import ListingEncoder, TransformerConfig
+from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
+from retrieval_lib.features.unified import UnifiedFeatures
+from retrieval_lib.models.unified import (
+    COMPONENTS,
+    UnifiedConfig,
+    UnifiedModel,
+    UnifiedRetriever,
+    fit_unified,
+    unified_model,
+)
+from retrieval_lib.serving.ann import HNSWIndex
+from retrieval_lib.serving.search import Retriever
+from retrieval_lib.training.negatives import accidental_hits
+from retrieval_lib.training.pairs import engaged_pairs, request_keys
+from retrieval_lib.training.trainer import TrainConfig
 
 BUCKETS = 2**14
 CONFIG = UnifiedConfig(n_buckets=BUCKETS, term_dim=32, hidden=64, out_dim=32)
@@ -135,8 +143,34 @@ def test_bucket_mismatch_is_a_clear_error(features):
 
 def test_engaged_pairs_carry_their_session_context(tiny_world):
     pairs = engaged_pairs(tiny_world.observed, "valid")
-    assert list(pairs.columns) == ["session_id", "user_id", "query", "listing_id"]
-    assert set(pairs["session_id"]) <= set(tiny_world.observed.split("valid")["session_id"])
+    assert list(pairs.columns) == ["session_id", "user_id", "query", "day", "listing_id", "interaction"]
+    valid = tiny_world.observed.split("valid").set_index("session_id")
+    assert set(pairs["session_id"]) <= set(valid.index)
+    context = valid.loc[pairs["session_id"], ["user_id", "query", "day"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pairs[["user_id", "query", "day"]], context)
+
+
+def test_history_graph_vectors_are_those_of_the_engaged_listings(features):
+    """The graph block of a history item is its engaged listing's node2vec vector and in-graph flag."""
+    history = features.history
+    rows = np.concatenate([np.arange(len(history.session_ids)), [-1]])
+    graph = features.histories(rows)["graph"].numpy()
+    dim = features.graph.dim
+    assert graph.shape == (len(rows), history.item.shape[1], dim + 1)
+    listing = np.concatenate([history.listing, np.full((1, history.item.shape[1]), -1)])
+    engaged = listing >= 0
+    vectors = features.graph.listing_vectors
+    in_graph = features.graph.listing_in_graph
+    lid = listing[engaged]
+    expected = np.where(in_graph[lid][:, None], vectors[lid], 0)
+    np.testing.assert_allclose(graph[engaged][:, :dim], expected, rtol=1e-6)
+    np.testing.assert_array_equal(graph[engaged][:, dim], in_graph[lid])
+    assert in_graph[lid].mean() > 0.5  # most engaged listings are in the graph: the check is not vacuous
+    assert not graph[~engaged].any()  # queries, padding and the no-history row carry no graph vector
+    # the engaged listings are the history's clicks and purchases, and nothing else
+    kind = np.concatenate([history.kind, np.zeros((1, history.item.shape[1]), dtype=history.kind.dtype)])
+    real = np.concatenate([history.item, np.full((1, history.item.shape[1]), -1)]) >= 0
+    np.testing.assert_array_equal(engaged, real & (kind > 0))
 
 
 def test_retriever_search_and_bad_requests(features, trained):

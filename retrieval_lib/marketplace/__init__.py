@@ -16,11 +16,11 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.marketplace import behaviour, policy, queries, world
 from retrieval_lib.marketplace.config import PRESETS, ChoiceWeights, MarketplaceConfig, default_preset
 from retrieval_lib.marketplace.data import SPLITS, LatentTruth, Marketplace, ObservedMarketplace
 from retrieval_lib.marketplace.vocab_index import vocab_index
-from retrieval_lib.progress import progress_bar
 
 __all__ = ["PRESETS", "SPLITS", "ChoiceWeights", "LatentTruth", "Marketplace", "MarketplaceConfig",
            "ObservedMarketplace", "default_preset", "generate"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retrieval_lib import geo
+from retrieval_lib.marketplace import geo
 from retrieval_lib.marketplace import vocabulary as V
 
 if TYPE_CHECKING:

@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from retrieval_lib.infra.validation import positive_ints
+from retrieval_lib.infra.validation import probabilities as check_probabilities
 from retrieval_lib.marketplace.vocabulary import AESTHETICS
-from retrieval_lib.validation import positive_ints
-from retrieval_lib.validation import probabilities as check_probabilities
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Production search, as the logs will remember it: BM25 candidates, re-ranked by BM25 score times an
 observable quality multiplier (as inverted-index retrieval at Etsy does), with some slots given to
-exploration from the category a query classifier predicts, and a fallback to that category when
+exploration from the product type a query classifier predicts, and a fallback to that type when
 nothing matches lexically. Buyers then examine results with position bias and click, add to cart and
 purchase according to their (latent) utility.
 """
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from retrieval_lib.lexical import BM25Retriever
+from retrieval_lib.baselines.bm25 import BM25Retriever
 from retrieval_lib.marketplace.behaviour import utility
 from retrieval_lib.marketplace.config import MarketplaceConfig
-from retrieval_lib.retrieval import PAD
+from retrieval_lib.serving.base import PAD
 
 if TYPE_CHECKING:
     from retrieval_lib.marketplace.data import LatentTruth
@@ -52,7 +52,7 @@ def show_pages(cfg: MarketplaceConfig, latent: LatentTruth, listings: pd.DataFra
         page = np.take_along_axis(cand, top, axis=1)
         page = np.where(np.isfinite(np.take_along_axis(score, top, axis=1)), page, PAD)
         pages[rows] = page
-    # exploration slots and empty slots: a listing from the category a query classifier predicts
+    # exploration slots and empty slots: a listing of the product type a query classifier predicts
     explore = (rng.random(pages.shape) < cfg.explore_rate) | (pages == PAD)
     correct = rng.random(n) < cfg.classifier_accuracy
     predicted_type = np.where(correct, intent["type"], rng.integers(L["type"].max() + 1, size=n))

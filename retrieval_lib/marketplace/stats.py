@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from retrieval_lib import geo
+from retrieval_lib.marketplace import geo
 from retrieval_lib.marketplace.data import ObservedMarketplace
 
 FUNNEL: tuple[str, ...] = ("impression", "click", "cart", "purchase")

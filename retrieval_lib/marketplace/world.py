@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from retrieval_lib import geo
+from retrieval_lib.marketplace import geo
 from retrieval_lib.marketplace import vocabulary as V
 from retrieval_lib.marketplace.config import MarketplaceConfig
 from retrieval_lib.marketplace.vocab_index import VocabIndex, draw_form_kinds, render

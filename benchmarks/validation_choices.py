@@ -1,0 +1,66 @@
+"""Re-check chapter 6's design choices on the validation window (never on the test window).
+
+Each choice is a switch: the accidental-hit mask (per request vs per query text), the history
+encoder's zero start, and the query tower's inputs (paper: text + location + history; first version:
+also the query's frozen graph vector and token means). Every variant is trained with the chapter's
+schedule and scored by recall@100 on the validation window's whole-catalogue labels.
+
+    .venv/bin/python benchmarks/validation_choices.py [--preset book] [--out benchmarks/results/choices.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from retrieval_lib.encoders.graph import graph_embeddings
+from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
+from retrieval_lib.features.unified import UnifiedFeatures
+from retrieval_lib.marketplace import generate
+from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
+from retrieval_lib.training.negatives import InBatchNegatives
+from retrieval_lib.training.pretraining import ENCODER_CONFIG, PRETRAIN_CONFIG, doc2query_model, listing_tokenizer
+
+VARIANTS = {
+    "chosen (request mask, zero start, paper query side)": (UnifiedConfig(), InBatchNegatives("request")),
+    "query-text mask": (UnifiedConfig(), InBatchNegatives("query")),
+    "random history start": (UnifiedConfig(history_zero_start=False), InBatchNegatives("request")),
+    "query graph + token means": (UnifiedConfig(query_frozen_blocks=True), InBatchNegatives("request")),
+    "no history (reference)": (UnifiedConfig().without("history"), InBatchNegatives("request")),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="book")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", default="benchmarks/results/validation_choices.json")
+    args = parser.parse_args()
+    world = generate(args.preset, seed=0)
+    observed, fingerprint = world.observed, world.config.fingerprint()
+    graph = graph_embeddings(observed, fingerprint)
+    tokenizer = listing_tokenizer(observed, fingerprint, vocab_size=ENCODER_CONFIG.vocab_size)
+    doc2query, _ = doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG)
+    features = UnifiedFeatures.build(observed, tokenizer, doc2query.encoder, graph)
+    valid = EvaluationSet.build(world, "valid")
+    rows = []
+    for name, (config, negatives) in VARIANTS.items():
+        for seed in args.seeds:
+            start = time.perf_counter()
+            model, history = unified_model(features, fingerprint, config, replace(UNIFIED_TRAIN_CONFIG, seed=seed),
+                                           negatives=negatives)
+            summary = evaluate(UnifiedRetriever(model, features), valid).summary()["recall@100"]
+            rows.append({"variant": name, "seed": seed, "best_epoch": history.best_epoch + 1,
+                         "epochs_run": len(history.valid_score), "stopped_early": history.stopped_early,
+                         **{seg: round(float(summary[seg]), 4) for seg in ("all", "head", "torso", "tail")},
+                         "seconds": round(time.perf_counter() - start, 1)})
+            print(json.dumps(rows[-1]), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Baselines every comparison carries: BM25 (lexical retrieval) and popularity."""

@@ -1,0 +1,238 @@
+"""Evaluate any retriever on a time window: overall, by query segment and by user-history length.
+
+Labels come from the latent choice model over the *whole* catalogue (what each buyer would buy if
+everything were shown), not from the logs, so a retriever is not rewarded for agreeing with the
+lexical policy that produced the logs. Evaluation may read latent truth; models never do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from retrieval_lib.evaluation import metrics
+from retrieval_lib.marketplace import Marketplace, ObservedMarketplace
+from retrieval_lib.marketplace.behaviour import available, ideal_gains, relevance_grades
+from retrieval_lib.serving.base import PAD, SessionRetriever
+
+SEGMENTS: tuple[str, ...] = ("head", "torso", "tail")
+
+
+HISTORY: tuple[str, ...] = ("none", "short", "long")
+
+
+#: Users with at least this many earlier searches have a "long" history; 1 up to this, "short".
+LONG_HISTORY = 10
+
+
+#: Cut-offs and the NDCG depth reported by default.
+KS: tuple[int, ...] = (10, 100, 1000)
+
+
+NDCG_K = 10
+
+
+def query_segments(observed: ObservedMarketplace, head_share: float = 1 / 3, torso_share: float = 1 / 3
+                   ) -> pd.Series:
+    """Segment of every query by its training-window frequency (an observable quantity).
+
+    Queries are sorted by frequency; the most frequent ones that make up the first ``head_share`` of
+    training traffic are *head*, the next ``torso_share`` *torso*, the rest *tail*. Queries never seen
+    in training (see :func:`segment_of`) are tail.
+    """
+    if not (0 < head_share and 0 < torso_share and head_share + torso_share < 1):
+        raise ValueError("need 0 < head_share, 0 < torso_share and head_share + torso_share < 1")
+    counts = observed.split("train")["query"].value_counts()
+    counts = counts.iloc[np.lexsort((counts.index.to_numpy(dtype=str), -counts.to_numpy()))]
+    before = (counts.cumsum() - counts) / counts.sum()  # traffic share of strictly more frequent queries
+    seg = np.where(before < head_share, "head", np.where(before < head_share + torso_share, "torso", "tail"))
+    return pd.Series(seg, index=counts.index, name="segment")
+
+
+def segment_of(queries: pd.Series, segments: pd.Series) -> np.ndarray:
+    """Look up each query's segment; unseen queries are tail."""
+    return queries.map(segments).fillna("tail").to_numpy(dtype=object)
+
+
+def history_length(observed: ObservedMarketplace) -> pd.Series:
+    """Number of earlier searches of the same user before each session (indexed by ``session_id``)."""
+    s = observed.sessions.sort_values(["day", "session_id"], kind="stable")
+    return s.groupby("user_id").cumcount().set_axis(s["session_id"].to_numpy()).sort_index()
+
+
+def history_bin(n_earlier: np.ndarray) -> np.ndarray:
+    """``none`` (0 earlier searches), ``short`` (1 to LONG_HISTORY - 1) or ``long``."""
+    n_earlier = np.asarray(n_earlier)
+    return np.where(n_earlier == 0, "none", np.where(n_earlier < LONG_HISTORY, "short", "long")).astype(object)
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """The held-out sessions of one window with their labels, segments and ideal NDCG gains."""
+
+    sessions: pd.DataFrame
+    targets: np.ndarray
+    segment: np.ndarray
+    history: np.ndarray
+    ideal: np.ndarray
+    world: Marketplace
+
+    @classmethod
+    def build(cls, world: Marketplace, split: str = "test", max_sessions: int | None = None,
+              seed: int = 0) -> EvaluationSet:
+        """Collect a window's labelled sessions (optionally a fixed random sample of ``max_sessions``).
+
+        Sessions without a label (none of the wanted product type existed yet, or the config capped
+        ``max_labelled_sessions``) are left out.
+        """
+        if split == "train":
+            raise ValueError("evaluate on 'valid' or 'test'; training sessions have no held-out labels")
+        sessions = world.observed.split(split)
+        labelled = world.latent.labels[sessions["session_id"].to_numpy()] >= 0
+        return cls._collect(world, sessions[labelled], world.latent.labels, max_sessions, seed)
+
+    def ranking(self, retriever: SessionRetriever, depth: int) -> np.ndarray:
+        """The retriever's top ``depth`` listings per session, among listings that exist at the session's time.
+
+        The retriever is asked for enough extra results that ``depth`` remain after listings created
+        later are dropped (:func:`keep_available`); its output is checked (:func:`check_ranking`).
+        """
+        sid = self.sessions["session_id"].to_numpy()
+        fetch = depth + unavailable_margin(self.world, sid)
+        ranked = check_ranking(retriever.retrieve(self.sessions, fetch), len(self.sessions), fetch,
+                               n_listings=len(self.world.observed.listings))
+        return keep_available(self.world, sid, ranked, depth)
+
+    @classmethod
+    def from_logged_purchases(cls, world: Marketplace, split: str = "test", max_sessions: int | None = None,
+                              seed: int = 0) -> EvaluationSet:
+        """The window's sessions that ended in a *logged* purchase, with that purchase as the label.
+
+        This is how one would evaluate from logs alone. The logged purchase was chosen among what the
+        production (lexical) policy showed, so these labels flatter that policy; chapter 2 measures
+        by how much.
+        """
+        if split == "train":
+            raise ValueError("evaluate on 'valid' or 'test'")
+        logs = world.observed.logs(split)
+        bought = logs.loc[logs["purchase"], ["session_id", "listing_id"]]
+        labels = np.full(len(world.observed.sessions), -1, dtype=np.int64)
+        labels[bought["session_id"].to_numpy()] = bought["listing_id"].to_numpy()
+        sessions = world.observed.sessions.iloc[bought["session_id"].to_numpy()]
+        return cls._collect(world, sessions, labels, max_sessions, seed)
+
+    @classmethod
+    def _collect(cls, world: Marketplace, sessions: pd.DataFrame, labels: np.ndarray, max_sessions: int | None,
+                 seed: int) -> EvaluationSet:
+        if max_sessions is not None and max_sessions < len(sessions):
+            if max_sessions <= 0:
+                raise ValueError(f"max_sessions must be positive, got {max_sessions}")
+            sessions = sessions.sample(n=max_sessions, random_state=seed).sort_values("session_id")
+        sessions = sessions.reset_index(drop=True)
+        sid = sessions["session_id"].to_numpy()
+        return cls(
+            sessions=sessions,
+            targets=labels[sid],
+            segment=segment_of(sessions["query"], query_segments(world.observed)),
+            history=history_bin(history_length(world.observed).to_numpy()[sid]),
+            ideal=ideal_gains(world.latent, sid, NDCG_K),
+            world=world,
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Per-session metrics plus the grouping columns; :meth:`summary` averages them."""
+
+    per_session: pd.DataFrame
+
+    def summary(self) -> pd.DataFrame:
+        """Mean of every metric overall (``all``), per query segment and per history bin."""
+        metric_cols = [c for c in self.per_session.columns if c not in ("session_id", "segment", "history")]
+        rows = {"all": self.per_session[metric_cols].mean()}
+        for col, groups in (("segment", SEGMENTS), ("history", HISTORY)):
+            means = self.per_session.groupby(col)[metric_cols].mean()
+            for g in groups:
+                rows[f"{col}={g}" if col == "history" else g] = (means.loc[g] if g in means.index
+                                                                  else pd.Series(np.nan, index=metric_cols))
+        out = pd.DataFrame(rows).T
+        out["n"] = [len(self.per_session)] + [
+            int((self.per_session[col] == g).sum()) for col, groups in (("segment", SEGMENTS), ("history", HISTORY))
+            for g in groups]
+        return out
+
+    def value(self, metric: str, group: str = "all") -> float:
+        """One number, e.g. ``value('recall@100', 'tail')`` or ``value('mrr', 'history=long')``."""
+        table = self.summary()
+        if metric not in table.columns or group not in table.index:
+            raise KeyError(f"no {metric!r} for group {group!r}; have {list(table.columns)} x {list(table.index)}")
+        return float(table.loc[group, metric])
+
+
+def check_ranking(ranked: np.ndarray, n_rows: int, depth: int, n_listings: int | None = None) -> np.ndarray:
+    """Validate a retriever's output: shape ``(n_rows, depth)``, valid integer ids, no listing twice in a row.
+
+    An id is a listing id (below ``n_listings`` when given) or ``PAD``; anything else is an error.
+    """
+    ranked = np.asarray(ranked)
+    if ranked.shape != (n_rows, depth):
+        raise ValueError(f"retriever returned shape {ranked.shape}, expected {(n_rows, depth)}")
+    if ranked.size and not np.issubdtype(ranked.dtype, np.integer):
+        raise ValueError(f"retriever returned {ranked.dtype} ids; listing ids are integers")
+    invalid = (ranked < PAD) | (ranked >= n_listings if n_listings is not None else False)
+    if invalid.any():
+        raise ValueError(f"retriever returned listing id {int(ranked[invalid][0])}, which is neither a listing "
+                         f"(0 to {n_listings - 1 if n_listings else '?'}) nor padding ({PAD})")
+    ordered = np.sort(ranked, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != PAD)
+    if repeated.any():
+        row = int(np.flatnonzero(repeated.any(axis=1))[0])
+        listing = int(ordered[row, 1:][repeated[row]][0])
+        raise ValueError(f"retriever returned listing {listing} twice for session row {row}; "
+                         "each listing may appear once per result list")
+    return ranked
+
+
+def unavailable_margin(world: Marketplace, session_ids: np.ndarray) -> int:
+    """How many listings are created after the earliest of these sessions (the most any row can lose)."""
+    if len(session_ids) == 0:
+        return 0
+    first = world.latent.intents["day"][np.asarray(session_ids)].min()
+    return int((world.latent.listings["created_day"] > first).sum())
+
+
+def keep_available(world: Marketplace, session_ids: np.ndarray, ranked: np.ndarray, depth: int) -> np.ndarray:
+    """Each row's listings that exist at its session's time, in the retriever's order, cut or padded to ``depth``.
+
+    Retrieval at request time can only return listings that exist then; a retriever that indexes the
+    whole catalogue (including listings created later in the window) is held to that here.
+    """
+    ranked = np.asarray(ranked, dtype=np.int64)
+    ok = (ranked != PAD) & available(world.latent, np.asarray(session_ids), ranked.clip(0))
+    order = np.argsort(~ok, axis=1, kind="stable")  # available first, original order kept
+    kept = np.where(np.take_along_axis(ok, order, axis=1), np.take_along_axis(ranked, order, axis=1), PAD)
+    if kept.shape[1] < depth:
+        kept = np.concatenate([kept, np.full((len(kept), depth - kept.shape[1]), PAD)], axis=1)
+    return kept[:, :depth]
+
+
+def evaluate(retriever: SessionRetriever, data: Marketplace | EvaluationSet, split: str = "test",
+             ks: tuple[int, ...] = KS) -> EvaluationResult:
+    """Run ``retriever`` on a window's sessions and score it against whole-catalogue labels.
+
+    ``data`` is a generated :class:`Marketplace` (the ``split`` window is collected) or a prepared
+    :class:`EvaluationSet` (reuse it when comparing several retrievers: labels and ideal gains are
+    computed once). Rankings come from :meth:`EvaluationSet.ranking`: only listings that exist at each
+    session's time count.
+    """
+    es = data if isinstance(data, EvaluationSet) else EvaluationSet.build(data, split)
+    ranked = es.ranking(retriever, max(ks))
+    out = {"session_id": es.sessions["session_id"].to_numpy(), "segment": es.segment, "history": es.history}
+    for k in ks:
+        out[f"recall@{k}"] = metrics.recall_at_k(ranked, es.targets, k)
+    gains = relevance_grades(es.world.latent, out["session_id"], ranked[:, :NDCG_K])
+    out[f"ndcg@{NDCG_K}"] = metrics.ndcg_at_k(gains, es.ideal, NDCG_K)
+    out["mrr"] = metrics.reciprocal_rank(ranked, es.targets)
+    return EvaluationResult(pd.DataFrame(out))

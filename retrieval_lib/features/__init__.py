@@ -1,0 +1,1 @@
+"""Observable features of the unified model: numeric, location, user history, and the assembled inputs."""

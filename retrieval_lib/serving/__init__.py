@@ -1,0 +1,1 @@
+"""Serving: the retriever protocol and search result, exact search, HNSW, and the request-level Retriever."""

@@ -1,0 +1,67 @@
+"""Exact search by inner product, and serving a two-tower model with it.
+
+The product tower can be as heavy as we like because it runs once per listing, offline; the query
+tower runs on every request. Exact search is the reference every ANN index is compared with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from retrieval_lib.serving.base import PAD, SearchResult, per_unique_query
+
+
+def exact_top_k(queries: np.ndarray | torch.Tensor, items: np.ndarray | torch.Tensor, k: int,
+                item_ids: np.ndarray | None = None, chunk: int = 2048) -> SearchResult:
+    """The ``k`` items with the highest inner product for every query (cosine if both are L2-normalised).
+
+    Returns a :class:`~retrieval_lib.serving.base.SearchResult` ``(ids, scores)`` of shape
+    ``(n_queries, k)``, best first; ids are row numbers of ``items`` (or ``item_ids[row]``), padded with
+    ``-1`` when there are fewer than ``k`` items.
+    """
+    q = torch.as_tensor(queries, dtype=torch.float32)
+    x = torch.as_tensor(items, dtype=torch.float32)
+    if q.ndim != 2 or x.ndim != 2:
+        raise ValueError(f"queries and items must be 2-D, got {tuple(q.shape)} and {tuple(x.shape)}")
+    if q.shape[1] != x.shape[1]:
+        raise ValueError(f"dimension mismatch: queries have {q.shape[1]}, items have {x.shape[1]}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    ids = np.full((q.shape[0], k), PAD, dtype=np.int64)
+    scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+    kk = min(k, x.shape[0])
+    if kk == 0:
+        return SearchResult(ids, scores)
+    with torch.no_grad():
+        for start in range(0, q.shape[0], chunk):
+            s, i = torch.topk(q[start:start + chunk] @ x.T, kk, dim=1)
+            ids[start:start + chunk, :kk] = i.numpy()
+            scores[start:start + chunk, :kk] = s.numpy()
+    if item_ids is not None:
+        item_ids = np.asarray(item_ids)
+        ids = np.where(ids >= 0, item_ids[np.maximum(ids, 0)], PAD)
+    return SearchResult(ids, scores)
+
+
+class VectorRetriever:
+    """Serve a two-tower model: listing vectors encoded once, queries encoded on demand, exact search.
+
+    Subclasses set ``listing_ids`` and ``listing_vectors`` and implement :meth:`encode_queries`.
+    """
+
+    listing_ids: np.ndarray
+    listing_vectors: torch.Tensor
+
+    def encode_queries(self, queries: list[str]) -> torch.Tensor:
+        """Unit-norm vectors of query texts."""
+        raise NotImplementedError
+
+    def search(self, queries: list[str], k: int) -> SearchResult:
+        """Top-``k`` listing ids and scores per query."""
+        return exact_top_k(self.encode_queries(queries), self.listing_vectors, k, item_ids=self.listing_ids)
+
+    def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
+        """Retriever interface: top-``k`` listing ids for each session's query."""
+        return per_unique_query(sessions, lambda queries: self.search(queries, k).ids)

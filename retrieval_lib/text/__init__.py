@@ -1,0 +1,1 @@
+"""Text processing: words and tokens, hashed n-gram features, a deterministic WordPiece tokenizer."""
