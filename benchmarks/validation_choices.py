@@ -37,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="book")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--only", nargs="*", default=None, help="variants whose name contains one of these")
     parser.add_argument("--out", default="benchmarks/results/validation_choices.json")
     args = parser.parse_args()
     world = generate(args.preset, seed=0)
@@ -48,6 +49,8 @@ def main() -> None:
     valid = EvaluationSet.build(world, "valid")
     rows = []
     for name, (config, negatives) in VARIANTS.items():
+        if args.only and not any(part in name for part in args.only):
+            continue
         for seed in args.seeds:
             start = time.perf_counter()
             model, history = unified_model(features, fingerprint, config, replace(UNIFIED_TRAIN_CONFIG, seed=seed),

@@ -235,19 +235,21 @@ def test_history_raises_head_recall_in_the_main_run(r):
     assert r["unified.recall@100.head"] > r["ablation.no_history.recall@100.head"]
 
 
-def test_the_history_gain_on_head_queries_flips_sign_across_training_seeds(r):
-    # The chapter reports that the head-query gap between the full and no-history models is within
-    # training noise: positive for one seed, negative for another.
-    assert r["unified.seeds.head_gap_min"] < 0 < r["unified.seeds.head_gap_max"]
-    # ... and that, averaged over the seeds, the model without history is ahead on head queries.
-    assert r["ablation.no_history.seeds.recall@100.head"] > r["unified.seeds.recall@100.head"]
+def test_the_history_gain_on_head_queries_holds_for_both_training_seeds(r):
+    # The chapter: "the head-query gap is positive for both seeds" and the seed average favours history.
+    assert r["unified.seeds.head_gap_min"] > 0
+    assert r["unified.seeds.recall@100.head"] > r["ablation.no_history.seeds.recall@100.head"]
+    # ... and "two seeds cannot say how large it is": the overall recall moves between seeds by an amount
+    # comparable to the gain itself.
+    assert r["unified.seeds.all_spread"] > 0.5 * r["unified.seeds.head_gap_min"]
 
 
 def test_history_reveals_taste_that_no_listing_representation_can_see(r):
     assert r["unified.history_taste.match"] > 3 * r["unified.history_taste.chance"]
     assert r["unified.probe.max_aesthetic_lift"] < 1.3  # "barely better than" guessing the commonest
-    assert r["unified.probe.aesthetic.lift"] < 1.05  # "no better than guessing"
+    assert r["unified.probe.aesthetic.lift"] < 1.3
     assert r["unified.probe.colour.lift"] > 1.5  # colour is visible to the product tower
+    assert r["unified.probe.colour.lift"] > r["unified.probe.aesthetic.lift"] + 0.5
 
 
 def test_location_brings_results_closer_but_only_a_little(r):
@@ -259,8 +261,12 @@ def test_ann_is_close_to_exact(r):
     assert r["unified.ann_recall@100"] > 0.9
 
 
-def test_two_users_same_head_query_different_results(r):
-    assert r["unified.personal.overlap@100"] < 100
+def test_history_reorders_a_buyers_results_but_hardly_changes_them(r):
+    # Same buyer, same query, same location, history on and off.
+    assert r["unified.personal.users"] >= 10
+    assert r["unified.personal.min_overlap@100"] < 1  # the history changes something ...
+    assert 0.9 < r["unified.personal.mean_overlap@100"] < 1  # ... but few of the top 100 listings
+    assert r["unified.personal.mean_cosine"] > 0.95
 
 
 def test_unified_training_stops_on_validation_recall_not_on_the_budget(r):

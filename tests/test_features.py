@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from retrieval_lib.features.history import user_histories
@@ -8,6 +9,7 @@ from retrieval_lib.features.location import (
     LOCATION_DIM,
     listing_locations,
     location_features,
+    retrieved_distance,
     user_listing_miles,
     user_locations,
 )
@@ -168,3 +170,12 @@ def test_user_listing_miles_by_hand(tiny_world):
     out = user_listing_miles(observed, np.array([3, 3]), np.array([[7, -1], [7, 7]]))
     assert out.shape == (2, 2) and np.isnan(out[0, 1])
     np.testing.assert_allclose(out[[0, 1, 1], [0, 0, 1]], expected)
+
+
+def test_retrieved_distance_is_a_percentile_over_every_retrieved_listing(tiny_world):
+    observed = tiny_world.observed
+    sessions = pd.DataFrame({"user_id": [3, 5]})
+    ranked = np.array([[7, 8, -1], [9, 10, 11]])
+    miles = user_listing_miles(observed, sessions["user_id"].to_numpy(), ranked)
+    assert retrieved_distance(observed, sessions, ranked, percentile=100) == pytest.approx(np.nanmax(miles))
+    assert retrieved_distance(observed, sessions, ranked, percentile=50) == pytest.approx(np.nanmedian(miles))

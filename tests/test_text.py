@@ -7,6 +7,8 @@ from retrieval_lib.text.words import (
     STOPWORDS,
     listing_documents,
     missing_words,
+    new_word_shares,
+    new_words,
     normalize,
     tokenize,
     tokenize_many,
@@ -116,3 +118,12 @@ def test_word_overlap(query, document, overlap):
 @pytest.mark.parametrize("query", ["", "   ", "for the", "!!!"])
 def test_word_overlap_of_a_query_without_tokens_is_nan(query):
     assert math.isnan(word_overlap(query, "silver ring"))
+
+
+def test_new_words_and_their_shares_by_hand():
+    doc = "Silver Necklace | boho | Jewelry > Necklaces"
+    assert new_words("boho silver choker for mom", doc) == ["choker", "for", "mom"]
+    share, with_new = new_word_shares(["boho silver choker for mom", "silver necklace"], [doc, doc])
+    assert share == pytest.approx(3 / 7) and with_new == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        new_word_shares(["a"], [])

@@ -17,7 +17,7 @@ from retrieval_lib.models.unified import (
     unified_model,
 )
 from retrieval_lib.serving.ann import HNSWIndex
-from retrieval_lib.serving.search import Retriever
+from retrieval_lib.serving.search import Retriever, history_effect
 from retrieval_lib.training.negatives import accidental_hits
 from retrieval_lib.training.pairs import engaged_pairs, request_keys
 from retrieval_lib.training.trainer import TrainConfig
@@ -190,3 +190,15 @@ def test_retriever_search_and_bad_requests(features, trained):
         retriever.query(np.ones(3))
     vector = retriever.encode("silver necklace")
     pd.testing.assert_frame_equal(retriever.query(vector, 5), hits)
+
+
+def test_history_effect_holds_the_user_and_location_fixed(features, trained):
+    retriever = Retriever(trained[0], features, HNSWIndex(ef=100))
+    lengths = features.history.lengths()[features.current_rows(np.arange(len(features.observed.users)))]
+    with_history, without = int(np.argmax(lengths)), int(np.flatnonzero(lengths == 0)[0])
+    effect = history_effect(retriever, "necklace", np.array([with_history, without]), k=50).set_index("user_id")
+    assert effect.loc[without, "history_items"] == 0
+    assert effect.loc[without, "overlap"] == 1.0 and effect.loc[without, "cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert effect.loc[with_history, "history_items"] == lengths.max() > 0
+    assert 0 <= effect.loc[with_history, "overlap"] <= 1 and effect.loc[with_history, "cosine"] <= 1 + 1e-5
+    assert len(retriever.search("necklace", user_id=with_history, top_n=5, history=False)) == 5

@@ -2,7 +2,7 @@
 
 Scoring is done by ``bm25s`` (sparse-matrix BM25, Lucene variant); this module adds the book's
 tokeniser, listing documents, padding conventions and the retriever interface used by
-:mod:`retrieval_lib.evaluation`.
+:mod:`retrieval_lib.evaluation.offline`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ LOCATION_DIM = 3 + len(COUNTRY_NAMES)
 def location_features(lat: np.ndarray, lon: np.ndarray, country: np.ndarray) -> np.ndarray:
     """``(n, LOCATION_DIM)``: the point on the unit sphere (so nearby means close) and a one-hot country.
 
-    ``country`` holds names from :data:`~retrieval_lib.geo.COUNTRY_NAMES`; missing locations (NaN) and
+    ``country`` holds names from :data:`~retrieval_lib.marketplace.geo.COUNTRY_NAMES`; missing locations (NaN) and
     unknown countries give zeros.
     """
     lat, lon = np.radians(np.asarray(lat, dtype=float)), np.radians(np.asarray(lon, dtype=float))

@@ -24,7 +24,7 @@ from retrieval_lib.text.words import listing_documents
 from retrieval_lib.training.losses import Loss, SoftmaxLoss
 from retrieval_lib.training.negatives import InBatchNegatives, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs, validation_pairs
-from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, describe, fit_two_tower
+from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, fit_two_tower, training_parts
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,7 @@ def term_model(observed: ObservedMarketplace, fingerprint: str, config: TermConf
     """Return :func:`fit_term_model` through the artifact cache."""
     config, train_config = config or TermConfig(), train_config or TrainConfig()
     loss, negatives = loss or SoftmaxLoss(), negatives or InBatchNegatives("query")
-    parts = {"data": fingerprint, "model": asdict(config), "train": asdict(train_config),
-             "loss": describe(loss), "negatives": describe(negatives)}
+    parts = {"data": fingerprint, "model": asdict(config), **training_parts(train_config, loss, negatives)}
     return cached_training("term", parts,
                            lambda: fit_term_model(observed, config, train_config, loss, negatives, progress),
                            lambda: TermTwoTower(config), code=__name__)

@@ -1,10 +1,10 @@
 """A transformer-only two-tower retriever: heavy listing tower offline, light query tower online.
 
-The listing tower runs the :class:`~retrieval_lib.transformer.ListingEncoder` over the listing's text
+The listing tower runs the :class:`~retrieval_lib.encoders.transformer.ListingEncoder` over the listing's text
 and mean-pools it; the query tower only averages the *same* token embeddings over the query's word
 pieces (no attention), because it runs on every request. Each tower has its own projection and
 L2-normalises, so scores are cosines. The encoder can start from scratch or from doc2query
-pre-training (:mod:`retrieval_lib.pretraining`), which is the comparison chapter 5 makes.
+pre-training (:mod:`retrieval_lib.training.pretraining`), which is the comparison chapter 5 makes.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from retrieval_lib.text.words import listing_documents
 from retrieval_lib.training.losses import Loss, SoftmaxLoss
 from retrieval_lib.training.negatives import InBatchNegatives, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs, validation_pairs
-from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, describe, fit_two_tower
+from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, fit_two_tower, training_parts
 
 
 class TransformerTwoTower(nn.Module):
@@ -125,8 +125,8 @@ def transformer_two_tower(observed: ObservedMarketplace, fingerprint: str, token
     """Return :func:`fit_transformer_two_tower` through the artifact cache."""
     loss, negatives = loss or SoftmaxLoss(), negatives or InBatchNegatives("query")
     parts = {"data": fingerprint, "tokenizer": tokenizer.to_str(), "model": asdict(config),
-             "train": asdict(train_config), "init": None if pretrained is None else weights_digest(pretrained),
-             "loss": describe(loss), "negatives": describe(negatives)}
+             "init": None if pretrained is None else weights_digest(pretrained),
+             **training_parts(train_config, loss, negatives)}
     return cached_training(
         "transformer", parts,
         lambda: fit_transformer_two_tower(observed, tokenizer, config, train_config, pretrained, loss, negatives,

@@ -14,7 +14,7 @@ are configs rather than code:
 * **history**: a one-layer transformer over the user's recent queries and engaged listings (query side),
   each item embedded by the frozen token means and the engaged listing's graph vector.
 
-Frozen and precomputed inputs arrive as named feature blocks (see :mod:`retrieval_lib.unified`); each
+Frozen and precomputed inputs arrive as named feature blocks (see :mod:`retrieval_lib.features.unified`); each
 tower concatenates the enabled blocks with its trainable parts, applies a two-layer MLP, and
 L2-normalises, so scores are cosines.
 """
@@ -40,7 +40,7 @@ from retrieval_lib.text.hashing import HashedTexts
 from retrieval_lib.training.losses import Loss, SoftmaxLoss
 from retrieval_lib.training.negatives import InBatchNegatives, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs, validation_pairs
-from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, describe, fit_two_tower
+from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, fit_two_tower, training_parts
 
 #: Components that can be switched off, in the order the ablation table lists them.
 COMPONENTS: tuple[str, ...] = ("graph", "term", "transformer", "history", "location", "numeric")
@@ -266,7 +266,7 @@ def unified_model(features: UnifiedFeatures, fingerprint: str, config: UnifiedCo
     config, train_config = config or UnifiedConfig(), train_config or TrainConfig()
     loss, negatives = loss or SoftmaxLoss(), negatives or InBatchNegatives("request")
     parts = {"data": fingerprint, "features": features.digest(), "model": asdict(config),
-             "train": asdict(train_config), "loss": describe(loss), "negatives": describe(negatives)}
+             **training_parts(train_config, loss, negatives)}
     return cached_training("unified", parts,
                            lambda: fit_unified(features, config, train_config, loss, negatives, progress),
                            lambda: UnifiedModel(config, features.dims), code=__name__)

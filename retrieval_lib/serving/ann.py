@@ -2,7 +2,7 @@
 
 HNSW builds a layered proximity graph over the listing vectors and answers a query by greedy descent
 through it; ``ef`` trades speed for recall at query time. With unit-norm vectors, inner product is
-cosine. Exact search (:func:`retrieval_lib.knn.exact_top_k`) is the reference its recall is measured
+cosine. Exact search (:func:`retrieval_lib.serving.exact.exact_top_k`) is the reference its recall is measured
 against.
 """
 

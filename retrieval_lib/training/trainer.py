@@ -164,6 +164,13 @@ def describe(part: Any) -> Any:
     return part
 
 
+def training_parts(config: TrainConfig, loss: Loss, negatives: NegativeSource | dict[str, NegativeSource],
+                   schedule: Schedule | None = None) -> dict[str, Any]:
+    """The cache-key parts of a two-tower training run: schedule, loss and negative sources."""
+    return {"train": asdict(config), "loss": describe(loss), "negatives": describe(negatives),
+            "schedule": describe(schedule)}
+
+
 #: Weights of each negative source at an optimiser step (``schedule(step, total_steps)``).
 Schedule = Callable[[int, int], dict[str, float]]
 
