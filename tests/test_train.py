@@ -179,3 +179,9 @@ def test_fit_two_tower_rejects_bad_sources_and_schedules():
              schedule=lambda step, total: {"in-batch": 1.0})
     with pytest.raises(ValueError, match="at least one negative source"):
         _fit(pairs, config, negatives={})
+
+
+def test_fit_two_tower_refuses_a_step_where_every_weight_is_zero():
+    with pytest.raises(ValueError, match="every negative source weight 0"):
+        _fit(_synthetic_pairs(), TrainConfig(epochs=1, batch_size=16), negatives={"in-batch": InBatchNegatives()},
+             schedule=lambda step, total: {"in-batch": 0.0})

@@ -213,13 +213,12 @@ def fit_two_tower(build: Callable[[], M], pairs: TrainingPairs,
         batch = Batch(idx, pairs, q, v, lambda ids: encode_listings(m, ids), step_count)
         positive = (q * v).sum(dim=1)
         interaction = torch.from_numpy(pairs.interaction[idx])
-        total = positive.new_zeros(())
-        for name, source in sources.items():
-            weight = weights.get(name, 1.0)
-            if weight:
-                total = total + weight * loss(positive, source(batch), interaction)
+        parts = [weights.get(name, 1.0) * loss(positive, source(batch), interaction)
+                 for name, source in sources.items() if weights.get(name, 1.0)]
+        if not parts:
+            raise ValueError(f"the schedule gives every negative source weight 0 at step {step_count}")
         step_count += 1
-        return total
+        return torch.stack(parts).sum()
 
     history = train(model, len(pairs), step, validate, config, progress=progress)
     return model, history
