@@ -29,6 +29,11 @@ REQUIRED = [
     "unified.ndcg@10.all", "unified.distance_p98", "ablation.no_location.distance_p98", "unified.train_seconds",
     *(f"ablation.no_{c}.recall@100.{s}" for c in ("graph", "term", "transformer", "history", "location")
       for s in ("all", "head", "tail")),
+    *(f"oracle.recall@100.{s}" for s in ("all", "head", "torso", "tail")),
+    "ablation.no_history.recall@100.head.diff_ci_low", "ablation.no_history.recall@100.head.diff_ci_high",
+    "ablation.no_graph.recall@100.all.diff_ci_low", "ablation.no_graph.recall@100.all.diff_ci_high",
+    "unified.stopped_early", "transformer.pretrain_stopped_early", "unified.seeds.head_gap_min",
+    "unified.seeds.head_gap_max",
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")

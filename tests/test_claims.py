@@ -68,6 +68,25 @@ def test_every_chapter_quotes_the_same_bm25(r):
     assert r["unified.bm25.recall@100.tail"] == r["bm25.recall@100.tail"]
 
 
+SEGMENTS = ("all", "head", "torso", "tail")
+#: Every model's recall@100 key prefix; the oracle must be above each in every segment it reports.
+MODELS = ("bm25", "popularity", "term", "graph", "transformer.scratch", "transformer.pretrained", "unified",
+          "ablation.no_graph", "ablation.no_term", "ablation.no_transformer", "ablation.no_history",
+          "ablation.no_location")
+
+
+def test_the_oracle_is_above_every_model_in_every_segment(r):
+    checked = 0
+    for model in MODELS:
+        for seg in SEGMENTS:
+            key = f"{model}.recall@100.{seg}"
+            if key in r:
+                assert r[f"oracle.recall@100.{seg}"] > r[key], key
+                checked += 1
+    assert checked >= 30
+    assert 0 < r["bm25.oracle_share.recall@100.all"] < r["unified.oracle_share.recall@100.all"] < 1
+
+
 def test_bm25_beats_popularity(r):
     assert r["bm25.recall@100.all"] > 2 * r["popularity.recall@100.all"]
 
@@ -213,8 +232,10 @@ def test_no_ablation_beats_the_full_model_overall(r):
 
 def test_the_graph_costs_almost_nothing_overall_and_the_transformer_costs_everywhere(r):
     assert r["unified.recall@100.all"] - r["ablation.no_graph.recall@100.all"] < 0.01
+    assert r["ablation.no_graph.recall@100.all.diff_ci_low"] < 0 < r["ablation.no_graph.recall@100.all.diff_ci_high"]
     for seg in ("all", "head", "tail"):
         assert r[f"ablation.no_transformer.recall@100.{seg}"] < r[f"unified.recall@100.{seg}"], seg
+        assert r[f"ablation.no_transformer.recall@100.{seg}.diff_ci_low"] > 0, seg
 
 
 def test_location_costs_the_most_everywhere(r):
@@ -223,6 +244,8 @@ def test_location_costs_the_most_everywhere(r):
         assert worst == "no_location", seg
     for name in ("no_graph", "no_transformer"):
         assert r[f"ablation.{name}.recall@100.all"] > r["ablation.no_location.recall@100.all"]
+    for seg in ("all", "head", "tail"):
+        assert r[f"ablation.no_location.recall@100.{seg}.diff_ci_low"] > 0, seg
 
 
 def test_terms_carry_the_tail_far_more_than_the_head(r):
@@ -233,6 +256,7 @@ def test_terms_carry_the_tail_far_more_than_the_head(r):
 
 def test_history_raises_head_recall_in_the_main_run(r):
     assert r["unified.recall@100.head"] > r["ablation.no_history.recall@100.head"]
+    assert r["ablation.no_history.recall@100.head.diff_ci_low"] > 0  # "the interval ... is above 0"
 
 
 def test_the_history_gain_on_head_queries_holds_for_both_training_seeds(r):

@@ -4,7 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retrieval_lib.baselines.bm25 import BM25Retriever
+from retrieval_lib.baselines.popularity import PopularityRetriever
 from retrieval_lib.evaluation.offline import (
+    ID_COLUMNS,
     LONG_HISTORY,
     NDCG_K,
     EvaluationSet,
@@ -17,9 +20,10 @@ from retrieval_lib.evaluation.offline import (
     segment_of,
     unavailable_margin,
 )
+from retrieval_lib.evaluation.oracle import OracleRetriever
 from retrieval_lib.evaluation.probes import facet_probe, history_reveals_taste
 from retrieval_lib.marketplace import ObservedMarketplace
-from retrieval_lib.marketplace.behaviour import available, relevance_grades
+from retrieval_lib.marketplace.behaviour import available, relevance_grades, utility
 from retrieval_lib.serving.base import PAD
 
 
@@ -185,7 +189,7 @@ def test_listings_created_after_the_session_score_nothing(full_test, tiny_world)
     assert available(tiny_world.latent, sid[ok], es.targets[ok, None]).all()
     assert (grades * future).max() > 0 and future.any(axis=1).mean() > 0.5
     result = evaluate(Ranked(sid, _rank_by((grades,), keep=future)), es)
-    metrics = result.per_session.drop(columns=["session_id", "segment", "history"])
+    metrics = result.per_session.drop(columns=list(ID_COLUMNS))
     assert [c for c in metrics.columns if c.startswith(("recall@", "ndcg@"))] == [
         "recall@10", "recall@100", "recall@1000", f"ndcg@{NDCG_K}"]
     assert (metrics.to_numpy() == 0).all()
@@ -311,3 +315,26 @@ def test_ids_that_are_neither_listings_nor_padding_are_a_clear_error(bad):
     ranked = np.array([[0, 1, bad], [2, 3, 4]])
     with pytest.raises(ValueError, match="neither a listing"):
         check_ranking(ranked, 2, 3, n_listings=100)
+
+
+def test_the_oracle_is_the_ceiling_of_the_baselines(tiny_world):
+    es = EvaluationSet.build(tiny_world, "test")
+    oracle = evaluate(OracleRetriever(tiny_world), es)
+    bm25 = evaluate(BM25Retriever().fit(tiny_world.observed.listings), es)
+    popularity = evaluate(PopularityRetriever().fit(tiny_world.observed.logs("train")), es)
+    for group in ("all", "head", "torso", "tail"):
+        for other in (bm25, popularity):
+            assert oracle.value("recall@100", group) > other.value("recall@100", group), group
+
+
+def test_the_oracle_returns_available_listings_of_the_wanted_type_by_utility(tiny_world):
+    sessions = EvaluationSet.build(tiny_world, "test").sessions.iloc[:20]
+    ranked = OracleRetriever(tiny_world).retrieve(sessions, 30)
+    latent, sid = tiny_world.latent, sessions["session_id"].to_numpy()
+    real = ranked != PAD
+    assert real.any(axis=1).all()
+    wanted = latent.intents["type"][sid][:, None]
+    assert (latent.listings["type"][ranked.clip(0)] == wanted)[real].all()
+    assert available(latent, sid, ranked.clip(0))[real].all()
+    util = np.where(real, utility(latent, sid, ranked.clip(0)), -np.inf)
+    assert (np.diff(util, axis=1)[real[:, 1:]] <= 1e-9).all()  # best first

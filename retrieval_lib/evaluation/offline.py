@@ -32,6 +32,8 @@ KS: tuple[int, ...] = (10, 100, 1000)
 
 
 NDCG_K = 10
+#: Columns of :attr:`EvaluationResult.per_session` that identify or group a session (not metrics).
+ID_COLUMNS: tuple[str, ...] = ("session_id", "user_id", "segment", "history")
 
 
 def query_segments(observed: ObservedMarketplace, head_share: float = 1 / 3, torso_share: float = 1 / 3
@@ -150,7 +152,7 @@ class EvaluationResult:
 
     def summary(self) -> pd.DataFrame:
         """Mean of every metric overall (``all``), per query segment and per history bin."""
-        metric_cols = [c for c in self.per_session.columns if c not in ("session_id", "segment", "history")]
+        metric_cols = [c for c in self.per_session.columns if c not in ID_COLUMNS]
         rows = {"all": self.per_session[metric_cols].mean()}
         for col, groups in (("segment", SEGMENTS), ("history", HISTORY)):
             means = self.per_session.groupby(col)[metric_cols].mean()
@@ -229,7 +231,8 @@ def evaluate(retriever: SessionRetriever, data: Marketplace | EvaluationSet, spl
     """
     es = data if isinstance(data, EvaluationSet) else EvaluationSet.build(data, split)
     ranked = es.ranking(retriever, max(ks))
-    out = {"session_id": es.sessions["session_id"].to_numpy(), "segment": es.segment, "history": es.history}
+    out = {"session_id": es.sessions["session_id"].to_numpy(), "user_id": es.sessions["user_id"].to_numpy(),
+           "segment": es.segment, "history": es.history}
     for k in ks:
         out[f"recall@{k}"] = metrics.recall_at_k(ranked, es.targets, k)
     gains = relevance_grades(es.world.latent, out["session_id"], ranked[:, :NDCG_K])
