@@ -2,12 +2,14 @@
 
 It follows Jha et al. (2023), *Unified Embedding Based Personalized Retrieval in Etsy Search*.
 
-One module per concept, in the order of the book: ``marketplace`` (the synthetic world),
-``text``, ``lexical`` and ``popularity`` (baselines), ``metrics`` and ``evaluation`` (how we measure),
-``graph`` (node2vec), ``term`` (hashed n-gram embeddings), ``train`` (the one trainer),
-``transformer``, ``pretraining`` and ``transformer_tower`` (doc2query), ``features``, ``towers`` and
-``unified`` (the unified model), ``knn``, ``ann``, ``serving`` and ``retriever`` (search),
-``results`` (the figures the book quotes) and ``progress`` (progress bars a built book hides).
+The package is grouped by role, one level deep: ``marketplace`` (the synthetic world), ``text``
+(words, hashed n-grams, word pieces), ``baselines`` (BM25, popularity), ``evaluation`` (metrics,
+offline evaluation, logged recall, probes, the oracle ceiling, uncertainty), ``encoders`` (graph,
+term, transformer), ``training`` (pairs, negative sources, losses, the one trainer, doc2query
+pre-training), ``models`` (the term, transformer and unified two-tower models), ``features`` (numeric,
+location, history, the unified model's inputs), ``serving`` (search results, exact search, HNSW, the
+request-level ``Retriever``) and ``infra`` (cache, results, progress bars, plots, validation). The
+book's preface maps each chapter to its files.
 """
 
 __version__ = "0.1.0"
