@@ -85,13 +85,18 @@ def history_effect(retriever: Retriever, text: str, user_ids: np.ndarray, k: int
     without history) and ``overlap`` (share of the top ``k`` listings that both requests return).
     Holding the user (and so the location) fixed isolates the history's effect.
     """
+    user_ids = np.asarray(user_ids, dtype=np.int64)
+    unknown = sorted(set(user_ids.tolist()) - retriever.known_users)
+    if unknown:
+        raise ValueError(f"unknown user {unknown[0]!r}")
+    features = retriever.features
+    items = features.history.lengths()[features.current_rows(user_ids)] if len(user_ids) else []
     rows = []
-    for user in np.asarray(user_ids, dtype=np.int64):
+    for user, n_items in zip(user_ids, items, strict=True):
         with_history = retriever.encode(text, int(user))
         without = retriever.encode(text, int(user), history=False)
         a = set(retriever.query(with_history, k)["listing_id"])
         b = set(retriever.query(without, k)["listing_id"])
-        items = int(retriever.features.history.lengths()[retriever.features.current_rows(np.array([user]))[0]])
-        rows.append({"user_id": int(user), "history_items": items,
+        rows.append({"user_id": int(user), "history_items": int(n_items),
                      "cosine": float((with_history * without).sum()), "overlap": len(a & b) / k})
     return pd.DataFrame(rows, columns=["user_id", "history_items", "cosine", "overlap"])
