@@ -1,9 +1,10 @@
 """Re-check chapter 6's design choices on the validation window (never on the test window).
 
 Each choice is a switch: the accidental-hit mask (per request vs per query text), the history
-encoder's zero start, and the query tower's inputs (paper: text + location + history; first version:
-also the query's frozen graph vector and token means). Every variant is trained with the chapter's
-schedule and scored by recall@100 on the validation window's whole-catalogue labels.
+encoder's zero start, the query tower's inputs (paper: text + location + history; first
+version: also the query's frozen graph vector and token means), and graph dropout (0.5 vs none).
+Every variant is trained with the chapter's schedule and scored by recall@100 on the validation
+window's whole-catalogue labels.
 
     .venv/bin/python benchmarks/validation_choices.py [--preset book] [--out benchmarks/results/choices.json]
 """
@@ -25,11 +26,14 @@ from retrieval_lib.training.negatives import InBatchNegatives
 from retrieval_lib.training.pretraining import ENCODER_CONFIG, PRETRAIN_CONFIG, doc2query_model, listing_tokenizer
 
 VARIANTS = {
-    "chosen (request mask, zero start, paper query side)": (UnifiedConfig(), InBatchNegatives("request")),
+    "chosen (request mask, zero start, paper query side, graph dropout 0.5)": (UnifiedConfig(),
+                                                                               InBatchNegatives("request")),
     "query-text mask": (UnifiedConfig(), InBatchNegatives("query")),
     "random history start": (UnifiedConfig(history_zero_start=False), InBatchNegatives("request")),
     "query graph + token means": (UnifiedConfig(query_frozen_blocks=True), InBatchNegatives("request")),
+    "no graph dropout": (UnifiedConfig(graph_dropout=0.0), InBatchNegatives("request")),
     "no history (reference)": (UnifiedConfig().without("history"), InBatchNegatives("request")),
+    "no graph (reference)": (UnifiedConfig().without("graph"), InBatchNegatives("request")),
 }
 
 

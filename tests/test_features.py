@@ -99,10 +99,11 @@ def _check_history(observed, history, max_items):
     assert (listing[click | buy] >= 0).all()
     assert np.isin(key[click], clicked).all()
     assert np.isin(key[buy], bought).all()
-    titles = observed.listings["title"].astype(str).to_numpy()
-    tags = np.array([" ".join(t) for t in observed.listings["tags"]], dtype=object)
-    assert (texts[click] == titles[listing[click]]).all()
-    assert (texts[buy] == tags[listing[buy]]).all()
+    shown = np.array([f"{title} | {' '.join(tags)}" for title, tags in zip(observed.listings["title"],
+                                                                             observed.listings["tags"], strict=True)],
+                     dtype=object)
+    assert (texts[click] == shown[listing[click]]).all()  # the listing as the buyer saw it
+    assert (texts[buy] == shown[listing[buy]]).all()
 
     # nothing is missing: a row holds the last max_items items of all the user's earlier sessions
     contributed = np.ones(n_sessions, dtype=np.int64)  # each session's query

@@ -10,6 +10,7 @@ from retrieval_lib.encoders.graph import (
     engagement_graph,
     fit_graph_embeddings,
     graph_embeddings,
+    graph_logs,
 )
 from retrieval_lib.marketplace import ObservedMarketplace
 
@@ -64,14 +65,23 @@ def test_cold_start_gets_zeros_and_a_flag(tiny_embeddings, tiny_world):
     vectors, known = tiny_embeddings.listings(np.concatenate([warm, cold, [-1, 10**9]]))
     assert known.tolist() == [True] * 3 + [False] * 5
     assert (vectors[3:] == 0).all() and (np.abs(vectors[:3]).sum(axis=1) > 0).all()
-    qv, qk = tiny_embeddings.queries(["a query nobody typed", tiny_world.observed.split("train")["query"].iloc[0]])
+    qv, qk = tiny_embeddings.queries(["a query nobody typed", tiny_world.observed.archive["query"].iloc[0]])
     assert qk.tolist() == [False, True] and (qv[0] == 0).all()
 
 
-def test_only_training_window_listings_are_embedded(tiny_embeddings, tiny_world):
+def test_only_archive_listings_are_embedded(tiny_embeddings, tiny_world):
+    archive = tiny_world.observed.archive
+    assert set(np.flatnonzero(tiny_embeddings.listing_in_graph)) == set(archive["listing_id"])
+    # a listing engaged only in the training window is not in the graph: training pairs are not edges
     logs = tiny_world.observed.logs("train")
-    engaged = set(logs.loc[logs.click | logs.cart | logs.purchase, "listing_id"])
-    assert set(np.flatnonzero(tiny_embeddings.listing_in_graph)) == engaged
+    only_train = set(logs.loc[logs.click, "listing_id"]) - set(archive["listing_id"])
+    assert only_train and not tiny_embeddings.listing_in_graph[sorted(only_train)].any()
+
+
+def test_graph_logs_pick_the_window(tiny_world):
+    observed = tiny_world.observed
+    assert graph_logs(observed) is observed.archive
+    pd.testing.assert_frame_equal(graph_logs(observed, "train"), observed.logs("train"))
 
 
 def test_same_seed_same_embeddings(tiny_world, tiny_embeddings):
@@ -96,7 +106,7 @@ def test_embeddings_round_trip_through_the_cache(tiny_world, tmp_path, monkeypat
 
 
 def test_graph_retriever_answers_seen_queries_only(tiny_embeddings, tiny_world):
-    sessions = pd.DataFrame({"query": [tiny_world.observed.split("train")["query"].iloc[0], "zzz unseen"]})
+    sessions = pd.DataFrame({"query": [tiny_world.observed.archive["query"].iloc[0], "zzz unseen"]})
     ids = GraphRetriever(tiny_embeddings).retrieve(sessions, 5)
     assert (ids[0] >= 0).all() and (ids[1] == -1).all()
     assert tiny_embeddings.listing_in_graph[ids[0]].all()

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from retrieval_lib.evaluation.offline import EvaluationSet
-from retrieval_lib.evaluation.probes import co_purchase_agreement
+from retrieval_lib.evaluation.probes import co_purchase_agreement, named_rate
 from retrieval_lib.marketplace import ChoiceWeights, LatentTruth, MarketplaceConfig, generate, geo, stats
 from retrieval_lib.marketplace import vocabulary as V
 from retrieval_lib.marketplace.behaviour import (
@@ -21,7 +21,7 @@ from retrieval_lib.text.words import listing_documents, tokenize, word_overlap
 
 def test_same_seed_same_world(tiny_world):
     again = generate("tiny", seed=0)
-    for name in ("listings", "shops", "users", "sessions", "impressions"):
+    for name in ("listings", "shops", "users", "sessions", "impressions", "archive"):
         pd.testing.assert_frame_equal(getattr(tiny_world.observed, name), getattr(again.observed, name))
     np.testing.assert_array_equal(tiny_world.latent.labels, again.latent.labels)
     for key, value in tiny_world.latent.intents.items():
@@ -233,3 +233,65 @@ def test_ideal_gains_match_a_brute_force_scan(tiny_world):
     grades = np.where(available(lat, sessions, all_ids), relevance_grades(lat, sessions, all_ids), 0)
     brute = -np.sort(-grades, axis=1)[:, :10]
     np.testing.assert_array_equal(ideal_gains(lat, sessions, k=10), brute)
+
+
+def test_sellers_tag_the_aesthetic_more_often_than_they_title_it(tiny_world):
+    rate = named_rate(tiny_world, "aesthetic")
+    descriptive = 1.0 - tiny_world.config.vague_listing_share
+    from retrieval_lib.marketplace.world import TAG_MENTION, TITLE_MENTION
+
+    assert rate["tags"] == pytest.approx(TAG_MENTION["aesthetic"] * descriptive, abs=0.04)
+    assert rate["title"] == pytest.approx(TITLE_MENTION["aesthetic"] * descriptive, abs=0.03)
+    assert rate["title"] < rate["tags"] < rate["either"] < 0.6  # most listings still leave it latent
+
+
+def test_vague_listings_say_nothing_about_the_product(tiny_world):
+    lat, listings = tiny_world.latent.listings, tiny_world.observed.listings
+    vague = lat["vague"]
+    assert vague.mean() == pytest.approx(tiny_world.config.vague_listing_share, abs=0.03)
+    vi = vocab_index()
+    shops = tiny_world.observed.shops.set_index("shop_id")["name"]
+    for i in np.flatnonzero(vague)[:200].tolist():
+        title, tags = listings.at[i, "title"], listings.at[i, "tags"]
+        assert shops[listings.at[i, "shop_id"]] in title and shops[listings.at[i, "shop_id"]] in tags
+        term = vi.type_terms[lat["type"][i]]
+        text = f" {title} {' '.join(tags)} "
+        assert not any(f" {form} " in text for form in term.common + term.seller + term.buyer)
+        assert listings.at[i, "taxonomy"] == vi.taxonomy_path(lat["type"][i])  # the category is still filed
+        for facet in ("aesthetic", "colour", "material"):  # nor any of its facets
+            value = vi.facet_terms(facet, lat[facet][[i]], lat["category"][[i]])[0]
+            assert not any(f" {form} " in text for form in value.common + value.seller + value.buyer)
+
+
+def test_buyers_engage_with_vague_listings(tiny_world):
+    logs = tiny_world.observed.logs("train")
+    vague = tiny_world.latent.listings["vague"][logs["listing_id"].to_numpy()]
+    clicked = logs["click"].to_numpy()
+    assert clicked[vague].sum() >= 30  # behaviour shows what their text does not
+    assert clicked[vague].mean() > 0.3 * clicked[~vague].mean()
+    archived = tiny_world.latent.listings["vague"][tiny_world.observed.archive["listing_id"].to_numpy()]
+    assert archived.sum() > clicked[vague].sum()  # and the longer archive shows it for more of them
+
+
+def test_archive_is_an_older_window_of_real_engagement(tiny_world):
+    cfg, observed = tiny_world.config, tiny_world.observed
+    archive = observed.archive
+    assert list(archive.columns) == ["user_id", "query", "day", "listing_id", "click", "cart", "purchase"]
+    assert archive["click"].all() and (archive["click"] >= archive["cart"]).all()
+    assert (archive["cart"] >= archive["purchase"]).all()
+    # longer than the training window
+    assert archive["purchase"].sum() > observed.logs("train")["purchase"].sum()
+    assert archive["day"].between(-cfg.archive_days, 0.0, inclusive="left").all()
+    assert archive["day"].is_monotonic_increasing
+    created = observed.listings.set_index("listing_id").loc[archive["listing_id"], "created_day"].to_numpy()
+    assert (created <= archive["day"].to_numpy()).all()  # only listings that existed were bought
+    signup = observed.users.set_index("user_id").loc[archive["user_id"], "signup_day"].to_numpy()
+    assert (signup <= archive["day"].to_numpy() + 1e-3).all()
+    assert (archive["query"].str.len() > 0).all()
+
+
+@pytest.mark.parametrize("field, value", [("vague_listing_share", 1.5), ("archive_days", 0),
+                                          ("n_archive_sessions", -1), ("vague_listing_share", -0.1)])
+def test_new_world_knobs_are_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        MarketplaceConfig.preset("tiny", **{field: value})

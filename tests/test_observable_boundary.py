@@ -14,10 +14,11 @@ LIB = Path(__file__).resolve().parents[1] / "retrieval_lib"
 ALLOWED_COLUMNS = {
     "listings": {"listing_id", "shop_id", "title", "tags", "taxonomy", "price", "created_day", "rating",
                  "review_count"},
-    "shops": {"shop_id", "lat", "lon", "country", "sales_count"},
+    "shops": {"shop_id", "name", "lat", "lon", "country", "sales_count"},
     "users": {"user_id", "lat", "lon", "country", "signup_day"},
     "sessions": {"session_id", "user_id", "query", "day", "split"},
     "impressions": {"session_id", "listing_id", "position", "click", "cart", "purchase"},
+    "archive": {"user_id", "query", "day", "listing_id", "click", "cart", "purchase"},
 }
 #: What may read latent truth, relative to the package: the generator itself (a whole subpackage) and
 #: the evaluation modules that score against it. Nothing else, not even the rest of ``evaluation/``.
@@ -46,9 +47,12 @@ def test_observable_signals_are_noisy_not_copies_of_latent_values(tiny_world):
     rated = ~np.isnan(rating)
     corr = np.corrcoef(quality[rated], rating[rated])[0, 1]
     assert 0.3 < corr < 0.95
-    # the taxonomy is observable (sellers choose it), the aesthetic is not written anywhere
+    # the taxonomy is observable (sellers choose it); no listing says that it is vague
     text = " ".join(tiny_world.observed.listings["title"])
-    assert "aesthetic" not in text
+    assert "aesthetic" not in text and "vague" not in text
+    # the aesthetic is named by some listings' text, never as a hidden id
+    assert not any(str(a) == t for a, tags in zip(tiny_world.latent.listings["aesthetic"],
+                                                  tiny_world.observed.listings["tags"], strict=True) for t in tags)
 
 
 def _latent_uses(path: Path) -> list[str]:

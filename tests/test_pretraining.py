@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from retrieval_lib.training.pretraining import (
     generate_queries,
     listing_tokenizer,
     mean_loss,
+    pretraining_pairs,
     purchase_pairs,
     tokenizer_corpus,
 )
@@ -35,13 +37,25 @@ def test_purchase_pairs_are_the_windows_purchases(tiny_world):
         assert set(pairs["query"]) <= set(observed.split(split)["query"])
 
 
-def test_tokenizer_learns_from_the_training_window_only(tiny_world):
+def test_pretraining_reads_the_archive_then_the_training_window(tiny_world):
+    observed = tiny_world.observed
+    archive = purchase_pairs(observed, "archive")
+    assert len(archive) == int(observed.archive["purchase"].sum()) > len(purchase_pairs(observed, "train")) > 0
+    assert (observed.archive["day"] < 0).all()  # the archive ends where the logged windows begin
+    pairs = pretraining_pairs(observed)
+    pd.testing.assert_frame_equal(pairs.iloc[: len(archive)].reset_index(drop=True), archive)
+    pd.testing.assert_frame_equal(pairs.iloc[len(archive):].reset_index(drop=True), purchase_pairs(observed, "train"))
+
+
+def test_tokenizer_learns_from_the_archive_and_the_training_window_only(tiny_world):
     observed = tiny_world.observed
     corpus = tokenizer_corpus(observed)
     later = observed.listings[observed.listings["created_day"] >= observed.train_end]
     assert len(later) > 0 and not set(listing_documents(later)) <= set(corpus)
     n_known = int((observed.listings["created_day"] < observed.train_end).sum())
-    assert corpus[n_known:] == observed.split("train")["query"].astype(str).tolist()
+    bought = observed.archive.loc[observed.archive["purchase"], "query"].astype(str).tolist()
+    queries = bought + observed.split("train")["query"].astype(str).tolist()
+    assert corpus[n_known:] == queries
 
 
 def test_tokenizer_is_cached_and_reproducible(tiny_world, tiny_tokenizer, tmp_path, monkeypatch):
@@ -60,7 +74,7 @@ def test_doc2query_learns_and_stops_on_validation_loss(pretrained, tiny_world, t
     assert history.train_loss[-1] < history.train_loss[0]
     assert history.best_score == max(history.valid_score)  # negated validation loss
     listings = TokenizedTexts.of(tiny_tokenizer, listing_documents(tiny_world.observed.listings), CONFIG.max_len)
-    valid = Doc2QueryData.of(tiny_tokenizer, tiny_world.observed, listings, "valid", CONFIG.max_len)
+    valid = Doc2QueryData.of(tiny_tokenizer, purchase_pairs(tiny_world.observed, "valid"), listings, CONFIG.max_len)
     assert mean_loss(model, valid) == pytest.approx(-history.best_score, rel=1e-5)
 
 

@@ -49,6 +49,33 @@ def test_config_switches_and_validation():
         UnifiedConfig(term=False, transformer=False)
     with pytest.raises(ValueError, match="divisible"):
         UnifiedConfig(term_dim=30, history_heads=4)
+    for bad in (1.0, -0.1, "half"):
+        with pytest.raises(ValueError, match="graph_dropout"):
+            UnifiedConfig(graph_dropout=bad)
+
+
+def test_graph_dropout_hides_the_graph_block_in_training_only(features):
+    """In training a share of listings look as if they were not in the graph; at inference none do."""
+    import dataclasses
+
+    config = dataclasses.replace(CONFIG, graph_dropout=0.5)
+    torch.manual_seed(0)
+    model = UnifiedModel(config, features.dims)
+    bags, blocks = features.listings(np.arange(400))
+    hidden = {**blocks, "graph": torch.zeros_like(blocks["graph"])}
+    with torch.no_grad():
+        model.train()
+        torch.manual_seed(1)
+        dropped = model.encode_listings(bags, blocks)
+        model.eval()
+        full, blind = model.encode_listings(bags, blocks), model.encode_listings(bags, hidden)
+    in_graph = blocks["graph"][:, -1] > 0
+    as_full = torch.isclose(dropped, full, atol=1e-6).all(dim=1)
+    as_blind = torch.isclose(dropped, blind, atol=1e-6).all(dim=1)
+    assert (as_full | as_blind).all()  # each listing either kept or hid its whole graph block
+    share = as_blind[in_graph].float().mean().item()
+    assert 0.35 < share < 0.65
+    assert torch.equal(model.encode_listings(bags, blocks), full)  # inference never drops
 
 
 @pytest.mark.parametrize("component", ["full", *COMPONENTS])

@@ -60,15 +60,24 @@ def engagement_edges(logs: pd.DataFrame, weights: dict[str, float] | None = None
     return edges.sort_values([by, "listing_id"], kind="stable").reset_index(drop=True)
 
 
-def engagement_graph(observed: ObservedMarketplace, split: str = "train",
+def graph_logs(observed: ObservedMarketplace, split: str = "archive") -> pd.DataFrame:
+    """The engagement logs a graph is built from: the ``"archive"`` or a logged window (``"train"``, ...)."""
+    return observed.archive if split == "archive" else observed.logs(split)
+
+
+def engagement_graph(observed: ObservedMarketplace, split: str = "archive",
                      weights: dict[str, float] | None = None, with_users: bool = False) -> nx.Graph:
-    """The query-listing engagement graph of one window's logs (training by default).
+    """The query-listing engagement graph of one window's logs (the archive by default).
 
     Nodes are named by :func:`query_node` and :func:`listing_node` and carry ``bipartite`` = 0 for
     queries, 1 for listings. Edge ``weight`` is the summed engagement. ``with_users`` adds buyer nodes
     (``bipartite`` = 2) linked to the listings they engaged with: an extension of ours, not the paper's.
+
+    The book builds the graph from the archive, the window *before* two-tower training: a graph built
+    from the training window itself holds every training pair as an edge, so a model can learn "in the
+    graph" instead of "relevant" (see ``docs/decisions.md``).
     """
-    logs = observed.logs(split)
+    logs = graph_logs(observed, split)
     edges = engagement_edges(logs, weights)
     graph = nx.Graph()
     graph.add_nodes_from((query_node(q) for q in edges["query"].unique()), bipartite=0)
@@ -181,7 +190,7 @@ class GraphEmbeddings:
 
 
 def fit_graph_embeddings(observed: ObservedMarketplace, config: Node2VecConfig | None = None,
-                         split: str = "train") -> GraphEmbeddings:
+                         split: str = "archive") -> GraphEmbeddings:
     """Build the engagement graph of ``split`` and embed it (no cache; see :func:`graph_embeddings`)."""
     config = config or Node2VecConfig()
     graph = engagement_graph(observed, split, config.weights, config.with_users)
@@ -209,7 +218,7 @@ def fit_graph_embeddings(observed: ObservedMarketplace, config: Node2VecConfig |
 
 
 def graph_embeddings(observed: ObservedMarketplace, fingerprint: str, config: Node2VecConfig | None = None,
-                     split: str = "train") -> GraphEmbeddings:
+                     split: str = "archive") -> GraphEmbeddings:
     """Return :func:`fit_graph_embeddings` through the artifact cache.
 
     The key is the data ``fingerprint`` (e.g. ``world.config.fingerprint()``), the node2vec config and

@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from retrieval_lib.evaluation.offline import EvaluationSet
 from retrieval_lib.marketplace import Marketplace
+from retrieval_lib.marketplace.vocab_index import vocab_index
 
 
 def history_reveals_taste(eval_set: EvaluationSet, facet: str = "style", segment: str = "head",
@@ -115,3 +116,26 @@ def co_purchase_agreement(world: Marketplace, facet: str = "aesthetic", split: s
     same = values[pairs["listing_id_x"].to_numpy()] == values[pairs["listing_id_y"].to_numpy()]
     return {"co_purchased": float(same.mean()) if len(pairs) else float("nan"),
             "random": float((values[a] == values[b]).mean()), "pairs": len(pairs)}
+
+
+def named_rate(world: Marketplace, facet: str = "aesthetic") -> dict[str, float]:
+    """Share of listings whose title, and whose tags, name the listing's own hidden ``facet`` value.
+
+    How much of a latent attribute the text shows (chapter 1): a word of the value's surface forms in the
+    title, or a tag equal to one of them. Listings without the facet (no recipient, say) count as unnamed.
+    """
+    vi = vocab_index()
+    lat = world.latent.listings
+    has = lat[facet] >= 0
+    idx = np.flatnonzero(has)
+    terms = vi.facet_terms(facet, lat[facet][idx], lat["category"][idx])
+    listings = world.observed.listings
+    in_title = np.zeros(len(listings), bool)
+    in_tags = np.zeros(len(listings), bool)
+    for i, term in zip(idx.tolist(), terms, strict=True):
+        forms = set(term.common + term.seller + term.buyer)
+        title = f" {listings['title'].iat[i]} "
+        in_title[i] = any(f" {form} " in title for form in forms)
+        in_tags[i] = bool(forms & set(listings["tags"].iat[i]))
+    return {"title": float(in_title.mean()), "tags": float(in_tags.mean()),
+            "either": float((in_title | in_tags).mean())}

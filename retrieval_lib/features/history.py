@@ -22,12 +22,12 @@ HISTORY_TYPES: tuple[str, ...] = ("query", "click", "purchase")
 class UserHistory:
     """The most recent history items before each session.
 
-    ``texts`` are the distinct item texts (queries typed; titles of clicked listings; tags of purchased
-    listings). For session row ``i``: ``item[i, j]`` indexes ``texts`` (``-1`` pads), ``kind[i, j]``
-    indexes :data:`HISTORY_TYPES`, ``listing[i, j]`` is the engaged listing (``-1`` for queries and
-    padding) and ``source[i, j]`` the session the item comes from (``-1`` for padding), so that a test
-    can check every item against the time of the request. Items are oldest first; the last column is
-    the most recent.
+    ``texts`` are the distinct item texts (queries typed; the title and tags of clicked and of
+    purchased listings, as the buyer saw them). For session row ``i``: ``item[i, j]`` indexes ``texts``
+    (``-1`` pads), ``kind[i, j]`` indexes :data:`HISTORY_TYPES`, ``listing[i, j]`` is the engaged
+    listing (``-1`` for queries and padding) and ``source[i, j]`` the session the item comes from
+    (``-1`` for padding), so that a test can check every item against the time of the request. Items
+    are oldest first; the last column is the most recent.
     """
 
     session_ids: np.ndarray
@@ -64,8 +64,8 @@ def user_histories(observed: ObservedMarketplace, max_items: int = 16, current: 
     engaged = imp[imp["click"] | imp["purchase"]]
     clicks = engaged[engaged["click"]].groupby("session_id")["listing_id"].agg(list)
     buys = engaged[engaged["purchase"]].groupby("session_id")["listing_id"].agg(list)
-    titles = observed.listings["title"].astype(str).to_numpy()
-    tags = [" ".join(t) for t in observed.listings["tags"]]
+    texts_of = [f"{title} | {' '.join(tags)}" for title, tags in zip(observed.listings["title"].astype(str),
+                                                                       observed.listings["tags"], strict=True)]
 
     text_index: dict[str, int] = {}
 
@@ -85,9 +85,9 @@ def user_histories(observed: ObservedMarketplace, max_items: int = 16, current: 
         items = recent.setdefault(user, deque(maxlen=max_items))
         items.append((text_id(query), 0, -1, sid))
         for lid in clicks.get(sid, ()):
-            items.append((text_id(titles[lid]), 1, lid, sid))
+            items.append((text_id(texts_of[lid]), 1, lid, sid))
         for lid in buys.get(sid, ()):
-            items.append((text_id(tags[lid]), 2, lid, sid))
+            items.append((text_id(texts_of[lid]), 2, lid, sid))
     if current:
         for user in observed.users["user_id"].to_numpy():
             out_ids.append(-1 - int(user))

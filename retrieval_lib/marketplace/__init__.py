@@ -25,7 +25,8 @@ from retrieval_lib.marketplace.vocab_index import vocab_index
 __all__ = ["PRESETS", "SPLITS", "ChoiceWeights", "LatentTruth", "Marketplace", "MarketplaceConfig",
            "ObservedMarketplace", "default_preset", "generate"]
 
-_STREAMS = ("shops", "listings", "text", "users", "sessions", "intents", "queries", "pages", "funnel", "labels")
+_STREAMS = ("shops", "listings", "text", "users", "sessions", "intents", "queries", "pages", "funnel", "labels",
+            "archive")
 
 
 def generate(config: MarketplaceConfig | str = "book", seed: int | None = None,
@@ -44,7 +45,7 @@ def generate(config: MarketplaceConfig | str = "book", seed: int | None = None,
     rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(
         len(_STREAMS))), strict=True))
     vi = vocab_index()
-    bar = progress_bar(total=5, progress=progress, desc=f"marketplace '{cfg.name}'")
+    bar = progress_bar(total=6, progress=progress, desc=f"marketplace '{cfg.name}'")
 
     def stage(name: str) -> None:
         bar.set_postfix_str(name)
@@ -100,6 +101,34 @@ def generate(config: MarketplaceConfig | str = "book", seed: int | None = None,
         valid_end=valid_end,
     )
     bar.update()
+
+    stage("archive (older engagement logs)")
+    observed = dataclasses.replace(observed, archive=archive_logs(cfg, latent, listings, rngs["archive"]))
+    bar.update()
     bar.close()
     return Marketplace(config=cfg, observed=observed, latent=latent)
 
+
+def archive_logs(cfg: MarketplaceConfig, latent: LatentTruth, listings: pd.DataFrame,
+                 rng: np.random.Generator) -> pd.DataFrame:
+    """The engaged impressions of an older window ``[-archive_days, 0)``, same policy and buyers.
+
+    A marketplace keeps its engagement logs for years, while a two-tower model trains on a recent
+    window; doc2query pre-training reads the archive's purchases and the engagement graph its clicks.
+    Returns ``user_id, query, day, listing_id, click, cart, purchase`` per clicked impression, by day.
+    """
+    vi = vocab_index()
+    sess = queries.make_sessions(cfg, latent.users, rng, window=(-float(cfg.archive_days), 0.0),
+                                 n=cfg.n_archive_sessions)
+    intents = queries.make_intents(cfg, vi, latent.users, sess, rng)
+    expr = queries.choose_expression(cfg, intents, rng)
+    text = queries.render_queries(cfg, vi, intents, expr, rng)
+    archive = dataclasses.replace(latent, intents={**intents, **expr, "user": sess["user"], "day": sess["day"]},
+                                  labels=np.full(sess["day"].size, -1, dtype=np.int64))
+    pages = policy.show_pages(cfg, archive, listings, text, rng)
+    engaged = policy.simulate_funnel(cfg, archive, pages, rng).query("click")
+    rows = engaged["session_id"].to_numpy()
+    return pd.DataFrame({"user_id": sess["user"][rows], "query": np.asarray(text, dtype=object)[rows],
+                         "day": np.round(sess["day"][rows], 4), "listing_id": engaged["listing_id"].to_numpy(),
+                         "click": True, "cart": engaged["cart"].to_numpy(),
+                         "purchase": engaged["purchase"].to_numpy()}).reset_index(drop=True)

@@ -70,6 +70,9 @@ class MarketplaceConfig:
     valid_fraction: float = 0.15
     new_listing_fraction: float = 0.1
     new_user_fraction: float = 0.2
+    # the archive: an older window of purchase logs before day 0 (doc2query pre-training reads it)
+    archive_days: int = 180
+    n_archive_sessions: int = 200_000
     # queries: probabilities of naming 0, 1, 2, 3 facets besides the product
     specificity: tuple[float, ...] = (0.42, 0.28, 0.2, 0.1)
     buyer_vocab_rate: float = 0.8
@@ -78,6 +81,7 @@ class MarketplaceConfig:
     # listings: how sellers write
     seller_vocab_rate: float = 0.75
     listing_buyer_vocab_rate: float = 0.06
+    vague_listing_share: float = 0.12
     # logging policy (production-like lexical search with exploration)
     page_size: int = 16
     # evaluation: how many held-out sessions get a whole-catalogue label (a random sample; the rest keep -1)
@@ -94,13 +98,15 @@ class MarketplaceConfig:
 
     def __post_init__(self) -> None:
         positive = ["n_listings", "n_shops", "n_users", "n_sessions", "n_days", "n_aesthetics",
-                    "page_size", "candidate_depth", "max_labelled_sessions"]
+                    "page_size", "candidate_depth", "max_labelled_sessions", "archive_days",
+                    "n_archive_sessions"]
         positive_ints(self, positive)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"MarketplaceConfig.seed must be a non-negative integer, got {self.seed!r}")
         probabilities = ["train_fraction", "valid_fraction", "new_listing_fraction", "new_user_fraction",
                          "buyer_vocab_rate", "buyer_type_rate", "misspell_rate", "seller_vocab_rate",
-                         "listing_buyer_vocab_rate", "explore_rate", "classifier_accuracy", "position_bias"]
+                         "listing_buyer_vocab_rate", "vague_listing_share", "explore_rate",
+                         "classifier_accuracy", "position_bias"]
         check_probabilities(self, probabilities)
         for name in ["train_fraction", "valid_fraction"]:
             if getattr(self, name) <= 0.0:
@@ -149,10 +155,11 @@ class MarketplaceConfig:
 
 PRESETS: dict[str, MarketplaceConfig] = {
     "tiny": MarketplaceConfig(name="tiny", n_listings=2_000, n_shops=120, n_users=600,
-                              n_sessions=8_000, n_days=60),
+                              n_sessions=8_000, n_days=60, archive_days=120, n_archive_sessions=16_000),
     "book": MarketplaceConfig(name="book"),
     "large": MarketplaceConfig(name="large", n_listings=1_000_000, n_shops=25_000, n_users=200_000,
-                               n_sessions=700_000, n_days=120, max_labelled_sessions=5_000),
+                               n_sessions=700_000, n_days=120, max_labelled_sessions=5_000,
+                               archive_days=120, n_archive_sessions=300_000),
 }
 
 #: Environment variable that picks the preset the chapters run on (``book`` unless set).

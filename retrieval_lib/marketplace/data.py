@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ class ObservedMarketplace:
     listings : pd.DataFrame
         ``listing_id, shop_id, title, tags, taxonomy, price, created_day, rating, review_count``.
     shops : pd.DataFrame
-        ``shop_id, lat, lon, country, sales_count``.
+        ``shop_id, name, lat, lon, country, sales_count``.
     users : pd.DataFrame
         ``user_id, lat, lon, country, signup_day``.
     sessions : pd.DataFrame
@@ -30,6 +30,10 @@ class ObservedMarketplace:
         What was shown and what happened: ``session_id, listing_id, position, click, cart, purchase``.
     train_end, valid_end : float
         Day boundaries of the time split (train < ``train_end`` <= valid < ``valid_end`` <= test).
+    archive : pd.DataFrame
+        Engaged (clicked) impressions of an older window before day 0: ``user_id, query, day,
+        listing_id, click, cart, purchase``. A long history, as production keeps: doc2query
+        pre-training reads its purchases and the engagement graph its clicks; empty if not generated.
     """
 
     listings: pd.DataFrame
@@ -39,6 +43,10 @@ class ObservedMarketplace:
     impressions: pd.DataFrame
     train_end: float
     valid_end: float
+    archive: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {"user_id": pd.Series(dtype="int64"), "query": pd.Series(dtype=object), "day": pd.Series(dtype=float),
+         "listing_id": pd.Series(dtype="int64"), "click": pd.Series(dtype=bool), "cart": pd.Series(dtype=bool),
+         "purchase": pd.Series(dtype=bool)}))
 
     def split(self, name: str) -> pd.DataFrame:
         """Sessions of one time window: ``'train'``, ``'valid'`` or ``'test'``."""

@@ -20,13 +20,19 @@ MODE_TYPE, MODE_CATEGORY, MODE_GIFT = 0, 1, 2
 INTENT_RECIPIENT_SHARE, INTENT_OCCASION_SHARE = 0.25, 0.2
 
 
-def make_sessions(cfg: MarketplaceConfig, users: dict[str, np.ndarray], rng: np.random.Generator
-                  ) -> dict[str, np.ndarray]:
-    """Draw ``n_sessions`` (user, day) pairs: users by activity, days after sign-up; sorted by time."""
-    p = users["activity"] / users["activity"].sum()
-    user = rng.choice(users["activity"].size, size=cfg.n_sessions, p=p)
-    start = np.clip(users["signup_day"][user], 0.0, None)
-    day = start + rng.random(cfg.n_sessions) * (cfg.n_days - start)
+def make_sessions(cfg: MarketplaceConfig, users: dict[str, np.ndarray], rng: np.random.Generator,
+                  window: tuple[float, float] | None = None, n: int | None = None) -> dict[str, np.ndarray]:
+    """Draw ``n`` (user, day) pairs in ``window``: users by activity, days after sign-up; sorted by time.
+
+    The defaults are the logged window ``[0, n_days)`` with ``n_sessions`` sessions; the archive uses
+    ``[-archive_days, 0)``. Only users who signed up before the window ends can search in it.
+    """
+    lo, hi = window if window is not None else (0.0, float(cfg.n_days))
+    n = cfg.n_sessions if n is None else n
+    p = np.where(users["signup_day"] < hi, users["activity"], 0.0)
+    user = rng.choice(p.size, size=n, p=p / p.sum())
+    start = np.clip(users["signup_day"][user], lo, None)
+    day = start + rng.random(n) * (hi - start)
     order = np.argsort(day, kind="stable")
     return {"user": user[order], "day": day[order]}
 

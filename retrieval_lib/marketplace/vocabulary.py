@@ -201,3 +201,19 @@ SELLER_FILLER: tuple[str, ...] = (
 
 #: Facets of an intent or a listing besides the product type.
 FACETS: tuple[str, ...] = ("aesthetic", "style", "colour", "material", "recipient", "occasion")
+
+#: Words shop names are made of ("wren & moss studio"): idiosyncratic, they say nothing about products.
+SHOP_NAME_FIRST: tuple[str, ...] = (
+    "wren", "moss", "juniper", "fable", "ember", "clover", "hollow", "marigold", "tansy", "bramble",
+    "otter", "finch", "sorrel", "quill", "pebble", "thistle", "larkspur", "willow", "birch", "hazel",
+    "nettle", "sparrow", "briar", "poppy", "rowan", "kestrel", "tamsin", "oriel", "linden", "yarrow",
+)
+SHOP_NAME_SECOND: tuple[str, ...] = (
+    "studio", "atelier", "workshop", "house", "goods", "makery", "loft", "collective", "and co", "lane",
+)
+
+#: What sellers of *vague* listings write instead of describing the product.
+VAGUE_PHRASES: tuple[str, ...] = (
+    "perfect gift", "made with love", "something special", "little treasure", "new collection",
+    "our bestseller", "handmade with care", "just for you", "shop favourite", "limited drop",
+)

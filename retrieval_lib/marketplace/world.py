@@ -14,11 +14,13 @@ from retrieval_lib.marketplace import vocabulary as V
 from retrieval_lib.marketplace.config import MarketplaceConfig
 from retrieval_lib.marketplace.vocab_index import VocabIndex, draw_form_kinds, render
 
-#: How often a listing's title mentions each facet it has.
-TITLE_MENTION = {"aesthetic": 0.05, "style": 0.4, "colour": 0.65, "material": 0.65, "recipient": 0.6,
+#: How often a (descriptive) listing's title mentions each facet it has. Sellers name the aesthetic
+#: ("coastal", "y2k") in a title less often than in tags: titles are short and lead with the product.
+TITLE_MENTION = {"aesthetic": 0.12, "style": 0.4, "colour": 0.65, "material": 0.65, "recipient": 0.6,
                  "occasion": 0.6}
-#: How often a facet also appears as a tag.
-TAG_MENTION = {"aesthetic": 0.05, "style": 0.45, "colour": 0.45, "material": 0.45, "recipient": 0.45,
+#: How often a facet also appears as a tag. Style words are among the most used of Etsy's 13 tag
+#: slots, so the aesthetic is tagged far more often than titled; most listings still do not name it.
+TAG_MENTION = {"aesthetic": 0.4, "style": 0.45, "colour": 0.45, "material": 0.45, "recipient": 0.45,
                "occasion": 0.45}
 #: Share of listings made for a recipient / an occasion.
 RECIPIENT_SHARE, OCCASION_SHARE = 0.3, 0.25
@@ -34,10 +36,15 @@ def sample_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
 
 
 def make_shops(cfg: MarketplaceConfig, vi: VocabIndex, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Shops: location, size (Zipf-like), a focus category and style, and a latent quality."""
+    """Shops: location, size (Zipf-like), a focus category and style, a latent quality and a name."""
     n = cfg.n_shops
     lat, lon, country = geo.sample_locations(rng, n)
+    first = rng.integers(len(V.SHOP_NAME_FIRST), size=(n, 2))
+    second = rng.integers(len(V.SHOP_NAME_SECOND), size=n)
+    names = np.array([f"{V.SHOP_NAME_FIRST[a]} {V.SHOP_NAME_FIRST[b]} {V.SHOP_NAME_SECOND[c]}"
+                      for (a, b), c in zip(first.tolist(), second.tolist(), strict=True)])
     return {
+        "name": names,
         "lat": lat, "lon": lon, "country": country,
         "size": rng.pareto(1.2, n) + 1.0,
         "category": rng.choice(len(vi.category_names), size=n, p=vi.category_weights),
@@ -74,6 +81,7 @@ def make_listings(cfg: MarketplaceConfig, vi: VocabIndex, shops: dict[str, np.nd
     created[new] = rng.uniform(0.0, cfg.n_days, n_new)
     return {
         "shop": shop, "category": category, "type": type_, "style": style,
+        "vague": rng.random(n) < cfg.vague_listing_share,
         "colour": rng.integers(len(vi.colour_terms), size=n),
         "material": rng.integers(vi.n_materials, size=n),
         "recipient": np.where(rng.random(n) < RECIPIENT_SHARE, rng.integers(len(vi.recipient_terms), size=n), -1),
@@ -83,12 +91,15 @@ def make_listings(cfg: MarketplaceConfig, vi: VocabIndex, shops: dict[str, np.nd
     }
 
 
-def listing_text(cfg: MarketplaceConfig, vi: VocabIndex, lat: dict[str, np.ndarray],
+def listing_text(cfg: MarketplaceConfig, vi: VocabIndex, lat: dict[str, np.ndarray], shop_names: np.ndarray,
                  rng: np.random.Generator) -> tuple[list[str], list[tuple[str, ...]]]:
     """Write each listing's title and tags the way sellers do: mostly catalogue words, few buyer words.
 
-    A title reads ``[filler] [style] [colour] [material] <product> [for <recipient>] [occasion]``; each
-    facet is mentioned only with some probability, so the text shows the latent attributes only partly.
+    A title reads ``[filler] [aesthetic] [style] [colour] [material] <product> [for <recipient>]
+    [occasion]``; each facet is mentioned only with some probability, so the text shows the latent
+    attributes only partly. *Vague* listings (``lat["vague"]``) say nothing about the product: a stock
+    phrase and the shop's name ("perfect gift wren moss studio"); only their taxonomy path and the
+    buyers who engage with them tell what they are.
     """
     n = lat["type"].size
     p_seller, p_buyer = cfg.seller_vocab_rate, cfg.listing_buyer_vocab_rate
@@ -118,13 +129,19 @@ def listing_text(cfg: MarketplaceConfig, vi: VocabIndex, lat: dict[str, np.ndarr
     for i in range(n):
         filler = [V.SELLER_FILLER[j] for j in rng.choice(len(V.SELLER_FILLER), size=n_filler[i], replace=False)]
         titles.append(" ".join(filler + [slots[s][i] for s in order if slots[s][i]]))
+    vague = np.flatnonzero(lat["vague"])
+    phrase = rng.integers(len(V.VAGUE_PHRASES), size=(vague.size, 2))
+    for i, (a, b) in zip(vague.tolist(), phrase.tolist(), strict=True):
+        shop = str(shop_names[lat["shop"][i]])
+        titles[i] = f"{V.VAGUE_PHRASES[a]} {shop}"
+        tags[i] = [V.VAGUE_PHRASES[a], V.VAGUE_PHRASES[b], shop]
     return titles, [tuple(dict.fromkeys(t)) for t in tags]
 
 
 def observable_listings(cfg: MarketplaceConfig, vi: VocabIndex, lat: dict[str, np.ndarray],
                         shops: dict[str, np.ndarray], rng: np.random.Generator) -> pd.DataFrame:
     """The public listing table: text, taxonomy, price, creation day and review signals."""
-    titles, tags = listing_text(cfg, vi, lat, rng)
+    titles, tags = listing_text(cfg, vi, lat, shops["name"], rng)
     n = len(titles)
     train_end = cfg.train_fraction * cfg.n_days
     age_years = np.clip((train_end - lat["created_day"]) / 365.0, 0.0, None)
@@ -145,11 +162,12 @@ def observable_listings(cfg: MarketplaceConfig, vi: VocabIndex, lat: dict[str, n
 
 
 def observable_shops(shops: dict[str, np.ndarray], rng: np.random.Generator) -> pd.DataFrame:
-    """The public shop table: location, country and a lifetime sales counter."""
+    """The public shop table: name, location, country and a lifetime sales counter."""
     n = shops["lat"].size
     sales = rng.poisson(np.exp(2.0 + 0.8 * shops["quality"]) * shops["size"])
     return pd.DataFrame({
         "shop_id": np.arange(n),
+        "name": shops["name"],
         "lat": np.round(shops["lat"], 4), "lon": np.round(shops["lon"], 4),
         "country": np.array(geo.COUNTRY_NAMES)[shops["country"]],
         "sales_count": sales,

@@ -60,7 +60,8 @@ class UnifiedConfig:
     window: ``history_zero_start`` (the history encoder's output projection starts at zero, so a fresh
     model is the unpersonalised one) and ``query_frozen_blocks`` (a first version that also fed the
     query's graph vector and frozen token means to the query tower; the paper's query tower reads text
-    through the shared term encoder only).
+    through the shared term encoder only). ``graph_dropout`` is the share of training listings whose
+    graph block is hidden (zeros, flag off), so the tower also learns to score listings from text alone.
     """
 
     n_buckets: int = 2**18
@@ -76,9 +77,12 @@ class UnifiedConfig:
     numeric: bool = True
     history_zero_start: bool = True
     query_frozen_blocks: bool = False
+    graph_dropout: float = 0.5
 
     def __post_init__(self) -> None:
         positive_ints(self, ("n_buckets", "term_dim", "hidden", "out_dim", "history_heads"))
+        if not (isinstance(self.graph_dropout, int | float) and 0.0 <= self.graph_dropout < 1.0):
+            raise ValueError(f"UnifiedConfig.graph_dropout must be in [0, 1), got {self.graph_dropout!r}")
         if self.term_dim % self.history_heads:
             raise ValueError(f"UnifiedConfig.term_dim ({self.term_dim}) must be divisible by history_heads "
                              f"({self.history_heads})")
@@ -169,6 +173,9 @@ class UnifiedModel(nn.Module):
                         ) -> torch.Tensor:
         """Unit-norm listing vectors from term bags ``(ids, offsets)`` and frozen feature blocks."""
         parts = [self.term(*bags)] if self.config.term else []
+        if self.training and self.config.graph and self.config.graph_dropout > 0:
+            keep = torch.rand(len(blocks["graph"]), 1) >= self.config.graph_dropout
+            blocks = {**blocks, "graph": blocks["graph"] * keep}  # as if the listing were not in the graph
         parts += [blocks[b] for b in self.product_blocks]
         return F.normalize(self.product(torch.cat(parts, dim=1)), dim=-1)
 

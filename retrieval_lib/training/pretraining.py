@@ -2,8 +2,10 @@
 
 Before two-tower training, an encoder-decoder reads a listing's text and learns to *write the queries
 that led to its purchases* [reported]; its encoder then initialises the listing tower's transformer.
-The training pairs come from the training window's logs (observable), the tokenizer from the training
-window's text, and early stopping watches the loss on the validation window's purchases.
+The training pairs are the purchases of the marketplace's *archive* (an older, longer window that
+production keeps) and of the training window; the tokenizer learns from the same text, and early
+stopping watches the loss on the validation window's purchases. Two-tower training sees only the
+recent training window.
 """
 
 from __future__ import annotations
@@ -30,15 +32,32 @@ PRETRAIN_CONFIG = TrainConfig(epochs=15, batch_size=128, lr=3e-3, patience=2)
 
 
 def purchase_pairs(observed: ObservedMarketplace, split: str = "train") -> pd.DataFrame:
-    """``(query, listing_id)`` of every purchase in a window's logs: what doc2query learns to generate."""
+    """``(query, listing_id)`` of every purchase in a window's logs: what doc2query learns to generate.
+
+    ``split`` is a logged window (``"train"``, ``"valid"``, ``"test"``) or ``"archive"``, the older
+    purchase logs before day 0.
+    """
+    if split == "archive":
+        archive = observed.archive
+        return archive.loc[archive["purchase"], ["query", "listing_id"]].reset_index(drop=True)
     logs = observed.logs(split)
     return logs.loc[logs["purchase"], ["query", "listing_id"]].reset_index(drop=True)
 
 
+def pretraining_pairs(observed: ObservedMarketplace) -> pd.DataFrame:
+    """doc2query's training pairs: the archive's purchases, then the training window's."""
+    return pd.concat([purchase_pairs(observed, "archive"), purchase_pairs(observed, "train")], ignore_index=True)
+
+
 def tokenizer_corpus(observed: ObservedMarketplace) -> list[str]:
-    """The text a tokenizer may learn from: listings created before the validation window, training queries."""
+    """The text a tokenizer may learn from.
+
+    Listings created before the validation window, then the purchase queries of the archive and the
+    queries of the training window.
+    """
     known = observed.listings[observed.listings["created_day"] < observed.train_end]
-    return listing_documents(known) + observed.split("train")["query"].astype(str).tolist()
+    return (listing_documents(known) + purchase_pairs(observed, "archive")["query"].astype(str).tolist()
+            + observed.split("train")["query"].astype(str).tolist())
 
 
 def listing_tokenizer(observed: ObservedMarketplace, fingerprint: str, vocab_size: int = 8000) -> Tokenizer:
@@ -67,10 +86,9 @@ class Doc2QueryData:
     queries: TokenizedTexts
 
     @classmethod
-    def of(cls, tokenizer: Tokenizer, observed: ObservedMarketplace, listings: TokenizedTexts, split: str,
-           max_len: int) -> Doc2QueryData:
-        """The purchase pairs of ``split``; ``listings`` holds the whole catalogue in ``listing_id`` order."""
-        pairs = purchase_pairs(observed, split)
+    def of(cls, tokenizer: Tokenizer, pairs: pd.DataFrame, listings: TokenizedTexts, max_len: int
+           ) -> Doc2QueryData:
+        """Tokenize ``(query, listing_id)`` pairs; ``listings`` holds the whole catalogue in ``listing_id`` order."""
         queries = TokenizedTexts.of(tokenizer, pairs["query"].astype(str).tolist(), max_len, bos_eos=True)
         return cls(listings, pairs["listing_id"].to_numpy(dtype=np.int64), queries)
 
@@ -97,15 +115,17 @@ def mean_loss(model: Doc2Query, data: Doc2QueryData, batch_size: int = 512) -> f
 def fit_doc2query(observed: ObservedMarketplace, tokenizer: Tokenizer, config: TransformerConfig,
                   train_config: TrainConfig = PRETRAIN_CONFIG, progress: bool = True
                   ) -> tuple[Doc2Query, TrainHistory]:
-    """Train :class:`Doc2Query` on training-window purchases, stopping on validation-window loss.
+    """Train :class:`Doc2Query` on the archive's and the training window's purchases.
+
+    Training stops on the validation window's purchase loss.
 
     The history's ``valid_score`` is the *negated* validation loss (the training loop maximises it).
     """
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.get_vocab_size()} tokens, config.vocab_size is {config.vocab_size}")
     listings = TokenizedTexts.of(tokenizer, listing_documents(observed.listings), config.max_len)
-    train_data = Doc2QueryData.of(tokenizer, observed, listings, "train", config.max_len)
-    valid_data = Doc2QueryData.of(tokenizer, observed, listings, "valid", config.max_len)
+    train_data = Doc2QueryData.of(tokenizer, pretraining_pairs(observed), listings, config.max_len)
+    valid_data = Doc2QueryData.of(tokenizer, purchase_pairs(observed, "valid"), listings, config.max_len)
     torch.manual_seed(train_config.seed)
     model = Doc2Query(config)
     history = train(model, len(train_data), train_data.loss, lambda m: -mean_loss(m, valid_data), train_config,
