@@ -1,9 +1,10 @@
-"""Graph embeddings from engagement: the query-listing graph of the training logs, embedded by node2vec.
+"""Graph embeddings from engagement: the query-listing graph of older logs, embedded by node2vec.
 
 Listings that the same queries lead buyers to click, add to cart and buy end up close together, even
 when their text says nothing alike (the paper's single largest gain [reported]). Only listings and
-queries that appear in the training graph get a learned vector; the rest (cold-start listings, unseen
-queries) get a zero vector and a ``False`` flag, never an error.
+queries that appear in the graph (built from the archive before the training window, by default) get
+a learned vector; the rest (cold-start listings, unseen queries) get a zero vector and a ``False``
+flag, never an error.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def graph_embeddings(observed: ObservedMarketplace, fingerprint: str, config: No
 class GraphRetriever:
     """Retrieve with graph embeddings alone.
 
-    A query seen in the training logs finds the listings nearest to its node. An unseen query has no
+    A query seen in the graph's logs finds the listings nearest to its node. An unseen query has no
     vector and gets no result (padding): the cold-start limit of a purely engagement-based model.
     """
 
