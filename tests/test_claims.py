@@ -39,11 +39,14 @@ def test_co_purchases_share_hidden_aesthetics_far_more_than_random(r):
 def test_sellers_tag_the_aesthetic_more_than_they_title_it_and_mostly_not_at_all(r):
     assert r["world.aesthetic_named_rate.title"] < r["world.aesthetic_named_rate.tags"]
     assert r["world.aesthetic_named_rate.either"] < 0.5  # "most listings never name it"
+    assert 0.25 < r["world.aesthetic_named_rate.tags"] < 0.45  # chapter 6: "about a third" are tagged
 
 
 def test_vague_listings_are_engaged_with_but_less_often(r):
     assert 0.05 < r["world.vague_listing_share"] < 0.2
     assert 0 < r["world.vague_click_rate"] < r["world.descriptive_click_rate"]
+    # "the lexical search rarely ranks them": far fewer impressions than their share of the catalogue
+    assert r["world.vague_impression_share"] < 0.5 * r["world.vague_listing_share"]
 
 
 def test_the_archive_is_longer_than_the_training_window(r):

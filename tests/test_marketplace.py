@@ -16,6 +16,7 @@ from retrieval_lib.marketplace.behaviour import (
     utility,
 )
 from retrieval_lib.marketplace.vocab_index import misspell, vocab_index
+from retrieval_lib.marketplace.world import TAG_MENTION, TITLE_MENTION
 from retrieval_lib.text.words import listing_documents, tokenize, word_overlap
 
 
@@ -238,8 +239,6 @@ def test_ideal_gains_match_a_brute_force_scan(tiny_world):
 def test_sellers_tag_the_aesthetic_more_often_than_they_title_it(tiny_world):
     rate = named_rate(tiny_world, "aesthetic")
     descriptive = 1.0 - tiny_world.config.vague_listing_share
-    from retrieval_lib.marketplace.world import TAG_MENTION, TITLE_MENTION
-
     assert rate["tags"] == pytest.approx(TAG_MENTION["aesthetic"] * descriptive, abs=0.04)
     assert rate["title"] == pytest.approx(TITLE_MENTION["aesthetic"] * descriptive, abs=0.03)
     assert rate["title"] < rate["tags"] < rate["either"] < 0.6  # most listings still leave it latent

@@ -70,7 +70,7 @@ class MarketplaceConfig:
     valid_fraction: float = 0.15
     new_listing_fraction: float = 0.1
     new_user_fraction: float = 0.2
-    # the archive: an older window of purchase logs before day 0 (doc2query pre-training reads it)
+    # the archive: an older window of engagement logs before day 0 (the graph and doc2query read it)
     archive_days: int = 180
     n_archive_sessions: int = 200_000
     # queries: probabilities of naming 0, 1, 2, 3 facets besides the product
