@@ -17,13 +17,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from retrieval_lib.encoders.graph import graph_embeddings
+from common import unified_features
+
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
-from retrieval_lib.features.unified import UnifiedFeatures
-from retrieval_lib.marketplace import generate
 from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.training.negatives import InBatchNegatives
-from retrieval_lib.training.pretraining import ENCODER_CONFIG, PRETRAIN_CONFIG, doc2query_model, listing_tokenizer
 
 VARIANTS = {
     "chosen (request mask, zero start, paper query side, graph dropout 0.5)": (UnifiedConfig(),
@@ -44,12 +42,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="variants whose name contains one of these")
     parser.add_argument("--out", default="benchmarks/results/validation_choices.json")
     args = parser.parse_args()
-    world = generate(args.preset, seed=0)
-    observed, fingerprint = world.observed, world.config.fingerprint()
-    graph = graph_embeddings(observed, fingerprint)
-    tokenizer = listing_tokenizer(observed, fingerprint, vocab_size=ENCODER_CONFIG.vocab_size)
-    doc2query, _ = doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG)
-    features = UnifiedFeatures.build(observed, tokenizer, doc2query.encoder, graph)
+    world, fingerprint, features = unified_features(args.preset)
     valid = EvaluationSet.build(world, "valid")
     rows = []
     for name, (config, negatives) in VARIANTS.items():

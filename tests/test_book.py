@@ -34,6 +34,12 @@ REQUIRED = [
     "ablation.no_graph.recall@100.all.diff_ci_low", "ablation.no_graph.recall@100.all.diff_ci_high",
     "unified.stopped_early", "transformer.pretrain_stopped_early", "unified.seeds.head_gap_min",
     "unified.seeds.head_gap_max",
+    *(f"negatives.{n}.recall@100.{s}" for n in ("inbatch", "uniform", "hard_from_start", "curriculum")
+      for s in ("all", "head", "tail")),
+    "negatives.curriculum_minus_inbatch.recall@100.all.ci_low",
+    "negatives.curriculum_minus_inbatch.recall@100.all.ci_high",
+    "negatives.false_negative_rate.top", "negatives.false_negative_rate.window",
+    "negatives.refresh_seconds", "negatives.train_seconds",
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")

@@ -332,3 +332,58 @@ def test_history_reorders_a_buyers_results_but_hardly_changes_them(r):
 def test_unified_training_stops_on_validation_recall_not_on_the_budget(r):
     assert r["unified.stopped_early"] == 1
     assert r["unified.best_epoch"] < r["unified.epochs_run"] < UNIFIED_TRAIN_CONFIG.epochs
+
+
+# --- chapter 7: hard negatives and their curriculum -----------------------------------------------
+
+def test_random_negatives_are_easy_and_mined_ones_are_close_to_the_positive(r):
+    easiest = max(r["negatives.score_median.uniform"], r["negatives.score_median.inbatch"])
+    assert r["negatives.score_median.positive"] - easiest > 0.5  # "far below the positive"
+    assert easiest + 0.3 < r["negatives.score_median.mined"] < r["negatives.score_median.positive"]
+
+
+def test_the_top_ranks_hold_more_false_negatives_than_the_window(r):
+    assert r["negatives.false_negative_rate.top"] > r["negatives.false_negative_rate.window"]
+    assert r["negatives.false_negative_top_over_window"] > 1
+    assert r["negatives.window_start"] > 10  # the chosen window skips ranks 1-10
+
+
+def test_hard_negatives_from_step_0_slow_the_first_epoch_and_uniform_ones_speed_it_up(r):
+    assert (r["negatives.hard_from_start.valid_epoch1"] < r["negatives.inbatch.valid_epoch1"]
+            < r["negatives.uniform.valid_epoch1"])
+
+
+RECIPES = ("uniform", "hard_from_start", "curriculum")
+
+
+def test_every_way_of_adding_negatives_beats_in_batch_alone_by_about_a_point(r):
+    for name in RECIPES:
+        assert r[f"negatives.{name}_minus_inbatch.recall@100.all.ci_low"] > 0, name
+        gain = r[f"negatives.{name}.recall@100.all"] - r["negatives.inbatch.recall@100.all"]
+        assert 0.005 < gain < 0.02, (name, gain)
+
+
+def test_the_curriculum_beats_in_batch_negatives_clearly_on_tail_not_on_head(r):
+    # issue 12's acceptance: the 95% CI of curriculum minus in-batch (all queries) lies above 0
+    assert r["negatives.curriculum_minus_inbatch.recall@100.all.ci_low"] > 0
+    assert r["negatives.curriculum_minus_inbatch.recall@100.tail.ci_low"] > 0
+    assert (r["negatives.curriculum_minus_inbatch.recall@100.head.ci_low"] < 0
+            < r["negatives.curriculum_minus_inbatch.recall@100.head.ci_high"])
+
+
+def test_the_curriculum_beats_neither_hard_negatives_from_step_0_nor_uniform_ones(r):
+    # issue 12 expected the curriculum to beat hard negatives from step 0; in our world it does not
+    for other in ("hard", "uniform"):
+        assert (r[f"negatives.curriculum_minus_{other}.recall@100.all.ci_low"] < 0
+                < r[f"negatives.curriculum_minus_{other}.recall@100.all.ci_high"]), other
+
+
+def test_the_recipes_differ_by_less_than_the_seed_spread_of_chapter_6(r):
+    recalls = [r[f"negatives.{name}.recall@100.all"] for name in RECIPES]
+    assert max(recalls) - min(recalls) < r["unified.seeds.all_spread"]
+
+
+def test_mining_is_measured_and_costs_training_time(r):
+    assert r["negatives.refreshes"] >= 1 and r["negatives.refresh_seconds"] > 0
+    assert 0 < r["negatives.mining_time_ratio"] < 1
+    assert r["negatives.train_seconds"] > r["negatives.inbatch_train_seconds"]

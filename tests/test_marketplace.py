@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 
 from retrieval_lib.evaluation.offline import EvaluationSet
-from retrieval_lib.evaluation.probes import co_purchase_agreement, named_rate
+from retrieval_lib.evaluation.probes import co_purchase_agreement, named_rate, would_buy_rate
 from retrieval_lib.marketplace import ChoiceWeights, LatentTruth, MarketplaceConfig, generate, geo, stats
 from retrieval_lib.marketplace import vocabulary as V
 from retrieval_lib.marketplace.behaviour import (
     available,
+    choice_probabilities,
     choose_from_catalogue,
     ideal_gains,
     relevance_grades,
@@ -200,6 +201,37 @@ def test_catalogue_choice_picks_available_listings_of_the_wanted_type():
     assert (picks == 0).mean() > 0.8  # listing 0 has the much higher utility
 
 
+def test_choice_probabilities_are_the_logit_of_the_catalogue_choice():
+    lat = _hand_world(ChoiceWeights())
+    u = utility(lat, np.array([0]), np.array([[0, 1]]))[0]
+    expected = np.exp(u) / np.exp(u).sum()  # listings 0 and 1 are the type-0 choice set
+    got = choice_probabilities(lat, np.array([0, 0]), np.array([[0, 1, 2, -1], [1, 1, 0, 2]]))
+    np.testing.assert_allclose(got[0], [expected[0], expected[1], 0.0, 0.0], rtol=1e-9)
+    np.testing.assert_allclose(got[1], [expected[1], expected[1], expected[0], 0.0], rtol=1e-9)
+    picks = choose_from_catalogue(lat, np.zeros(20_000, dtype=int), np.random.default_rng(1))
+    assert (picks == 0).mean() == pytest.approx(expected[0], abs=0.01)  # Gumbel-max = logit
+    with pytest.raises(ValueError, match="one row of candidates per session"):
+        choice_probabilities(lat, np.array([0]), np.array([0, 1]))
+
+
+def test_choice_probabilities_sum_to_one_over_the_available_catalogue(tiny_world):
+    lat = tiny_world.latent
+    sessions = tiny_world.observed.split("test")["session_id"].to_numpy()[:20]
+    every = np.broadcast_to(np.arange(lat.listings["type"].size), (sessions.size, lat.listings["type"].size))
+    np.testing.assert_allclose(choice_probabilities(lat, sessions, every).sum(axis=1), 1.0, rtol=1e-9)
+
+
+def test_would_buy_rate_is_the_mean_choice_probability_of_real_ids(tiny_world):
+    sessions = tiny_world.observed.split("test")["session_id"].to_numpy()[:5]
+    ids = np.array([[0, 1, -1], [2, -1, -1], [3, 4, 5], [6, 7, 8], [-1, 9, 10]])
+    probs = choice_probabilities(tiny_world.latent, sessions, ids)
+    assert would_buy_rate(tiny_world, sessions, ids) == pytest.approx(probs[ids >= 0].mean())
+    labels = tiny_world.latent.labels[sessions][:, None]
+    assert would_buy_rate(tiny_world, sessions, labels) > would_buy_rate(tiny_world, sessions, ids)
+    with pytest.raises(ValueError, match="padding"):
+        would_buy_rate(tiny_world, sessions, np.full((5, 2), -1))
+
+
 def test_zero_weights_remove_the_location_effect():
     cfg = MarketplaceConfig.preset("tiny", weights=ChoiceWeights(distance=0.0, international=0.0))
     world = generate(cfg)
@@ -294,3 +326,34 @@ def test_archive_is_an_older_window_of_real_engagement(tiny_world):
 def test_new_world_knobs_are_validated(field, value):
     with pytest.raises(ValueError, match=field):
         MarketplaceConfig.preset("tiny", **{field: value})
+
+
+# --- the world cache: one generation shared by every chapter ------------------------------------------
+
+def test_cached_world_is_the_generated_world_exactly(tiny_world, tmp_path, monkeypatch):
+    from retrieval_lib.marketplace.store import FRAMES, LATENT_DICTS
+
+    monkeypatch.setenv("RETRIEVAL_LIB_CACHE", str(tmp_path))
+    first = generate("tiny", seed=0, cache=True)
+    (folder,) = [p for p in tmp_path.iterdir() if p.name.startswith("world-")]
+    loaded = generate("tiny", seed=0, cache=True)
+    for world in (first, loaded):
+        assert world.config == tiny_world.config
+        for name in FRAMES:
+            pd.testing.assert_frame_equal(getattr(world.observed, name), getattr(tiny_world.observed, name),
+                                          check_exact=True)
+        for name in LATENT_DICTS:
+            got, want = getattr(world.latent, name), getattr(tiny_world.latent, name)
+            assert got.keys() == want.keys()
+            for key in want:
+                assert got[key].dtype == want[key].dtype
+                np.testing.assert_array_equal(got[key], want[key])
+        np.testing.assert_array_equal(world.latent.labels, tiny_world.latent.labels)
+        assert world.observed.train_end == tiny_world.observed.train_end
+    # another seed is another artifact; a corrupted file is regenerated, not trusted
+    generate("tiny", seed=1, cache=True)
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("world-")]) == 2
+    (folder / "observed_sessions.npz").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = generate("tiny", seed=0, cache=True)
+    pd.testing.assert_frame_equal(again.observed.sessions, tiny_world.observed.sessions)

@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from retrieval_lib.training.curriculum import NegativeCurriculum
 from retrieval_lib.training.losses import SoftmaxLoss
-from retrieval_lib.training.negatives import InBatchNegatives, Negatives
+from retrieval_lib.training.mining import MinedNegatives
+from retrieval_lib.training.negatives import Catalogue, InBatchNegatives, Negatives, UniformNegatives
 from retrieval_lib.training.pairs import TrainingPairs
 from retrieval_lib.training.trainer import Optimizer, TrainConfig, batches, fit_two_tower, train
 
@@ -80,7 +82,7 @@ class Towers(nn.Module):
         self.listings = nn.Embedding(N_LISTINGS, 8)
 
 
-def _fit(pairs, config, negatives=None, schedule=None, loss=None, validate=None):
+def _fit(pairs, config, negatives=None, schedule=None, loss=None, validate=None, catalogue=None):
     def encode_queries(m, rows):
         return nn.functional.normalize(m.queries(torch.from_numpy(pairs.query_row[rows])), dim=1)
 
@@ -95,7 +97,7 @@ def _fit(pairs, config, negatives=None, schedule=None, loss=None, validate=None)
     return fit_two_tower(lambda: Towers(len(pairs.query_text)), pairs, encode_queries, encode_listings,
                          validate or top2_hit_rate, config, loss or SoftmaxLoss(0.1),
                          negatives if negatives is not None else InBatchNegatives("query"), schedule,
-                         progress=False)
+                         catalogue=catalogue, progress=False)
 
 
 CONFIG = TrainConfig(epochs=15, batch_size=16, lr=0.05, patience=15, seed=0)
@@ -185,3 +187,43 @@ def test_fit_two_tower_refuses_a_step_where_every_weight_is_zero():
     with pytest.raises(ValueError, match="every negative source weight 0"):
         _fit(_synthetic_pairs(), TrainConfig(epochs=1, batch_size=16), negatives={"in-batch": InBatchNegatives()},
              schedule=lambda step, total: {"in-batch": 0.0})
+
+
+def _curriculum_sources():
+    return ({"inbatch": InBatchNegatives("query"), "uniform": UniformNegatives(4),
+             "mined": MinedNegatives(window=(1, 6), n=3, refresh_every=4, ef=50, ef_construction=50)},
+            NegativeCurriculum(warmup_steps=4, ramp_steps=8))
+
+
+def test_fit_two_tower_trains_with_the_negative_curriculum():
+    pairs = _synthetic_pairs()
+    catalogue = Catalogue(np.arange(N_LISTINGS), np.full(N_LISTINGS, -1.0))
+    negatives, schedule = _curriculum_sources()
+    model, history = _fit(pairs, CONFIG, negatives=negatives, schedule=schedule, catalogue=catalogue)
+    assert history.best_score > 0.9
+    assert history.steps == 4 * CONFIG.epochs
+    mined = history.sources["mined"]
+    # the miner is first called at step 5 (weight 0 before), then refreshes every 4 steps
+    assert mined["refreshes"] == len(range(5, history.steps, 4))
+    assert mined["refresh_seconds"] > 0 and mined["search_seconds"] > 0
+    assert "inbatch" not in history.sources  # stateless sources report nothing
+    again, rerun = _fit(pairs, CONFIG, negatives=_curriculum_sources()[0], schedule=schedule, catalogue=catalogue)
+    assert rerun.train_loss == history.train_loss
+    torch.testing.assert_close(again.listings.weight, model.listings.weight)
+
+
+def test_fit_two_tower_resets_a_reused_miner():
+    pairs = _synthetic_pairs()
+    catalogue = Catalogue(np.arange(N_LISTINGS), np.full(N_LISTINGS, -1.0))
+    negatives, schedule = _curriculum_sources()
+    short = TrainConfig(epochs=2, batch_size=16, lr=0.05)
+    first = _fit(pairs, short, negatives=negatives, schedule=schedule, catalogue=catalogue)[1]
+    second = _fit(pairs, short, negatives=negatives, schedule=schedule, catalogue=catalogue)[1]
+    assert first.sources["mined"]["refreshes"] == second.sources["mined"]["refreshes"] > 0
+    assert second.train_loss == first.train_loss  # the second run did not start from the first's index
+
+
+def test_catalogue_sources_need_the_catalogue():
+    with pytest.raises(ValueError, match="catalogue"):
+        _fit(_synthetic_pairs(), TrainConfig(epochs=1, batch_size=16),
+             negatives={"inbatch": InBatchNegatives(), "uniform": UniformNegatives(2)})

@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from retrieval_lib.evaluation.offline import EvaluationSet
 from retrieval_lib.marketplace import Marketplace
+from retrieval_lib.marketplace.behaviour import choice_probabilities
 from retrieval_lib.marketplace.vocab_index import vocab_index
 
 
@@ -139,3 +140,17 @@ def named_rate(world: Marketplace, facet: str = "aesthetic") -> dict[str, float]
         in_tags[i] = bool(forms & set(listings["tags"].iat[i]))
     return {"title": float(in_title.mean()), "tags": float(in_tags.mean()),
             "either": float((in_title | in_tags).mean())}
+
+
+def would_buy_rate(world: Marketplace, session_ids: np.ndarray, ids: np.ndarray) -> float:
+    """Expected share of listings ``ids`` ``(n, m)`` that session's buyer would buy from the whole catalogue.
+
+    The mean, over every non-padding entry, of the buyer's choice probability
+    (:func:`~retrieval_lib.marketplace.behaviour.choice_probabilities`): for listings mined as negatives,
+    the share that are in truth what the buyer wanted (false negatives). Latent truth: evaluation only.
+    """
+    ids = np.asarray(ids)
+    valid = ids >= 0
+    if not valid.any():
+        raise ValueError("no listings to rate: every id is padding")
+    return float(choice_probabilities(world.latent, np.asarray(session_ids), ids)[valid].mean())

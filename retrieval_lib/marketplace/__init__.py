@@ -16,10 +16,12 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from retrieval_lib.infra.cache import cached
 from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.marketplace import behaviour, policy, queries, world
 from retrieval_lib.marketplace.config import PRESETS, ChoiceWeights, MarketplaceConfig, default_preset
 from retrieval_lib.marketplace.data import SPLITS, LatentTruth, Marketplace, ObservedMarketplace
+from retrieval_lib.marketplace.store import load_world, save_world
 from retrieval_lib.marketplace.vocab_index import vocab_index
 
 __all__ = ["PRESETS", "SPLITS", "ChoiceWeights", "LatentTruth", "Marketplace", "MarketplaceConfig",
@@ -30,18 +32,23 @@ _STREAMS = ("shops", "listings", "text", "users", "sessions", "intents", "querie
 
 
 def generate(config: MarketplaceConfig | str = "book", seed: int | None = None,
-             progress: bool = False) -> Marketplace:
+             progress: bool = False, cache: bool = False) -> Marketplace:
     """Generate a marketplace from a config or a preset name (``tiny``, ``book``, ``large``).
 
     ``seed`` overrides the config's seed. The same config and seed always give identical data: every
     stage draws from its own child stream of one ``numpy.random.SeedSequence``. ``progress`` shows a
-    progress bar over the stages (worth it for ``large``).
+    progress bar over the stages (worth it for ``large``). ``cache=True`` goes through the artifact
+    cache (keyed by the config and this package's code; see :mod:`retrieval_lib.marketplace.store`), so
+    the chapters generate the world once and load it after.
     """
     cfg = MarketplaceConfig.preset(config) if isinstance(config, str) else config
     if not isinstance(cfg, MarketplaceConfig):
         raise TypeError(f"config must be a MarketplaceConfig or a preset name, got {type(config).__name__}")
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=seed)
+    if cache:
+        return cached("world", {"config": cfg.to_dict()}, lambda: generate(cfg, progress=progress),
+                      save_world, lambda folder: load_world(cfg, folder), code=__name__)
     rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(
         len(_STREAMS))), strict=True))
     vi = vocab_index()

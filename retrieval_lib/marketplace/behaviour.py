@@ -7,6 +7,7 @@ familiar price. Logged behaviour (:mod:`.policy`) and evaluation labels both com
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -119,6 +120,48 @@ def ideal_gains(latent: LatentTruth, sessions: np.ndarray, k: int, chunk: int = 
     return out
 
 
+def choice_sets(latent: LatentTruth, sessions: np.ndarray, chunk: int
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(type, session rows, listings of that type)`` per chunk of sessions wanting one product type.
+
+    A buyer chooses among the listings of the type they want (other types have far lower utility), so
+    whole-catalogue choices are computed one wanted type and one chunk of sessions at a time.
+    """
+    wanted = latent.intents["type"][sessions]
+    for t in np.unique(wanted):
+        rows = np.flatnonzero(wanted == t)
+        cand_all = np.flatnonzero(latent.listings["type"] == t)
+        for start in range(0, rows.size, chunk):
+            yield int(t), rows[start:start + chunk], cand_all
+
+
+def choice_probabilities(latent: LatentTruth, sessions: np.ndarray, cand: np.ndarray, chunk: int = 256
+                         ) -> np.ndarray:
+    """``(n, m)``: the probability that session ``i``'s buyer, shown the whole catalogue, buys ``cand[i, j]``.
+
+    :func:`choose_from_catalogue` takes the argmax of utility plus standard Gumbel noise over the
+    available listings of the wanted type, so the choice is a multinomial logit: ``exp(u_l) / sum_j
+    exp(u_j)`` over that choice set, and 0 for a listing outside it (another type, not yet created,
+    or padding ``-1``).
+    """
+    sessions = np.asarray(sessions)
+    cand = np.asarray(cand)
+    if cand.ndim != 2 or cand.shape[0] != sessions.size:
+        raise ValueError(f"need one row of candidates per session, got {cand.shape} for {sessions.size} sessions")
+    out = np.zeros(cand.shape)
+    L = latent.listings
+    for t, r, cand_all in choice_sets(latent, sessions, chunk):
+        s = sessions[r]
+        every = np.broadcast_to(cand_all, (s.size, cand_all.size))
+        util = np.where(available(latent, s, every), utility(latent, s, every), -np.inf)
+        top = util.max(axis=1, keepdims=True)
+        log_z = top[:, 0] + np.log(np.exp(util - np.where(np.isfinite(top), top, 0.0)).sum(axis=1))
+        c = np.where(cand[r] >= 0, cand[r], 0)
+        ok = (cand[r] >= 0) & (L["type"][c] == t) & available(latent, s, c)
+        out[r] = np.where(ok, np.exp(np.where(ok, utility(latent, s, c), 0.0) - log_z[:, None]), 0.0)
+    return out
+
+
 def choose_from_catalogue(latent: LatentTruth, sessions: np.ndarray, rng: np.random.Generator,
                           chunk: int = 512) -> np.ndarray:
     """What each buyer would buy if shown everything: argmax of utility + Gumbel noise.
@@ -128,17 +171,12 @@ def choose_from_catalogue(latent: LatentTruth, sessions: np.ndarray, rng: np.ran
     """
     sessions = np.asarray(sessions)
     labels = np.full(sessions.size, -1, dtype=np.int64)
-    L, intent = latent.listings, latent.intents
-    for t in np.unique(intent["type"][sessions]):
-        rows = np.flatnonzero(intent["type"][sessions] == t)
-        cand_all = np.flatnonzero(L["type"] == t)
-        for start in range(0, rows.size, chunk):
-            r = rows[start:start + chunk]
-            s = sessions[r]
-            cand = np.broadcast_to(cand_all, (s.size, cand_all.size))
-            util = utility(latent, s, cand) + rng.gumbel(size=cand.shape)
-            util = np.where(available(latent, s, cand), util, -np.inf)
-            best = np.argmax(util, axis=1)
-            ok = np.isfinite(util[np.arange(s.size), best])
-            labels[r] = np.where(ok, cand_all[best], -1)
+    for _, r, cand_all in choice_sets(latent, sessions, chunk):
+        s = sessions[r]
+        cand = np.broadcast_to(cand_all, (s.size, cand_all.size))
+        util = utility(latent, s, cand) + rng.gumbel(size=cand.shape)
+        util = np.where(available(latent, s, cand), util, -np.inf)
+        best = np.argmax(util, axis=1)
+        ok = np.isfinite(util[np.arange(s.size), best])
+        labels[r] = np.where(ok, cand_all[best], -1)
     return labels

@@ -38,9 +38,17 @@ from retrieval_lib.infra.validation import positive_ints
 from retrieval_lib.serving.exact import exact_top_k
 from retrieval_lib.text.hashing import HashedTexts
 from retrieval_lib.training.losses import Loss, SoftmaxLoss
-from retrieval_lib.training.negatives import InBatchNegatives, NegativeSource
+from retrieval_lib.training.negatives import Catalogue, InBatchNegatives, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs, validation_pairs
-from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, fit_two_tower, training_parts
+from retrieval_lib.training.trainer import (
+    Schedule,
+    TrainConfig,
+    TrainHistory,
+    cached_training,
+    fit_two_tower,
+    training_code,
+    training_parts,
+)
 
 #: Components that can be switched off, in the order the ablation table lists them.
 COMPONENTS: tuple[str, ...] = ("graph", "term", "transformer", "history", "location", "numeric")
@@ -234,13 +242,15 @@ class UnifiedRetriever:
 
 
 def fit_unified(features: UnifiedFeatures, config: UnifiedConfig, train_config: TrainConfig,
-                loss: Loss | None = None, negatives: NegativeSource | None = None, progress: bool = True
-                ) -> tuple[UnifiedModel, TrainHistory]:
+                loss: Loss | None = None, negatives: NegativeSource | dict[str, NegativeSource] | None = None,
+                schedule: Schedule | None = None, progress: bool = True) -> tuple[UnifiedModel, TrainHistory]:
     """Train a unified model on training-window engagement (default: in-batch softmax).
 
     By default in-batch negatives are masked only when they share the listing or the whole request
-    (query and user; see :func:`~retrieval_lib.training.pairs.request_keys`). Early stopping watches
-    recall@100 of a fixed sample of validation-window engaged pairs in their own session context.
+    (query and user; see :func:`~retrieval_lib.training.pairs.request_keys`). ``negatives`` may name
+    several sources, weighted over training by ``schedule`` (chapter 7's curriculum); sources that draw
+    from the catalogue see every listing with its creation day. Early stopping watches recall@100 of a
+    fixed sample of validation-window engaged pairs in their own session context.
     """
     _check_buckets(config, features)
     observed = features.observed
@@ -262,18 +272,19 @@ def fit_unified(features: UnifiedFeatures, config: UnifiedConfig, train_config: 
         encode_listings=lambda m, ids: m.encode_listings(*features.listings(ids)),
         validate=lambda m: logged_recall(UnifiedRetriever(m, features), valid),
         config=train_config, loss=loss or SoftmaxLoss(), negatives=negatives or InBatchNegatives("request"),
-        progress=progress)
+        schedule=schedule, catalogue=Catalogue.of(observed.listings), progress=progress)
 
 
 def unified_model(features: UnifiedFeatures, fingerprint: str, config: UnifiedConfig | None = None,
                   train_config: TrainConfig | None = None, loss: Loss | None = None,
-                  negatives: NegativeSource | None = None, progress: bool = True
-                  ) -> tuple[UnifiedModel, TrainHistory]:
+                  negatives: NegativeSource | dict[str, NegativeSource] | None = None,
+                  schedule: Schedule | None = None, progress: bool = True) -> tuple[UnifiedModel, TrainHistory]:
     """Return :func:`fit_unified` through the artifact cache."""
     config, train_config = config or UnifiedConfig(), train_config or TrainConfig()
     loss, negatives = loss or SoftmaxLoss(), negatives or InBatchNegatives("request")
     parts = {"data": fingerprint, "features": features.digest(), "model": asdict(config),
-             **training_parts(train_config, loss, negatives)}
+             **training_parts(train_config, loss, negatives, schedule)}
     return cached_training("unified", parts,
-                           lambda: fit_unified(features, config, train_config, loss, negatives, progress),
-                           lambda: UnifiedModel(config, features.dims), code=__name__)
+                           lambda: fit_unified(features, config, train_config, loss, negatives, schedule, progress),
+                           lambda: UnifiedModel(config, features.dims),
+                           code=[__name__, *training_code(loss, negatives, schedule)])

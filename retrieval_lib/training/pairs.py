@@ -8,6 +8,7 @@ type for losses that treat a purchase differently from a click (chapter 8).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -88,3 +89,25 @@ class TrainingPairs:
 
     def __len__(self) -> int:
         return len(self.listing)
+
+    @cached_property
+    def _engaged_keys(self) -> tuple[int, np.ndarray]:
+        width = int(self.listing.max()) + 1 if len(self) else 1
+        return width, np.unique(self.query_row.astype(np.int64) * width + self.listing)
+
+    def engaged_for_query(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """``(B, n)``: whether listing ``ids[i, j]`` was engaged for the query of pair ``rows[i]``.
+
+        The observable false-negative guard of chapter 7: a listing another buyer engaged with after
+        typing the same words is likely relevant to this request too, so it is never used as a negative;
+        the request's own positives are among these. Padding ids (``-1``) give ``False``.
+        """
+        width, keys = self._engaged_keys
+        ids = np.asarray(ids, dtype=np.int64)
+        if keys.size == 0:
+            return np.zeros(ids.shape, dtype=bool)
+        inside = (ids >= 0) & (ids < width)
+        query = self.query_row[np.asarray(rows, dtype=np.int64)].astype(np.int64)[:, None]
+        wanted = query * width + np.where(inside, ids, 0)
+        found = np.searchsorted(keys, wanted).clip(max=keys.size - 1)
+        return inside & (keys[found] == wanted)

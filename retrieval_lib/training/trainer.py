@@ -26,7 +26,7 @@ from retrieval_lib.infra.cache import cached
 from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.infra.validation import positive_ints, positive_numbers
 from retrieval_lib.training.losses import Loss
-from retrieval_lib.training.negatives import Batch, NegativeSource
+from retrieval_lib.training.negatives import Batch, Catalogue, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs
 
 M = TypeVar("M", bound=nn.Module)
@@ -52,18 +52,30 @@ class TrainConfig:
 
 @dataclass
 class TrainHistory:
-    """What happened during training: mean loss and validation score per epoch, and the best epoch."""
+    """What happened during training: mean loss and validation score per epoch, and the best epoch.
+
+    ``steps`` counts optimiser steps; ``sources`` holds what stateful negative sources report about
+    themselves (e.g. seconds spent refreshing an ANN index), keyed by source name.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     valid_score: list[float] = field(default_factory=list)
     best_epoch: int = -1
     seconds: float = 0.0
     stopped_early: bool = False
+    sources: dict[str, dict[str, float]] = field(default_factory=dict)
+    steps: int = 0
 
     @property
     def best_score(self) -> float:
         """Validation score of the restored (best) epoch."""
         return self.valid_score[self.best_epoch] if self.best_epoch >= 0 else float("nan")
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of :func:`batches` over ``n`` examples (a size-1 last batch is dropped)."""
+    full, rest = divmod(n, batch_size)
+    return full + (rest > 1)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
@@ -131,6 +143,7 @@ def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarr
             loss = step(model, idx)
             loss.backward()
             opt.step()
+            history.steps += 1
             losses.append(loss.item())
         model.eval()
         with torch.no_grad():
@@ -171,6 +184,19 @@ def training_parts(config: TrainConfig, loss: Loss, negatives: NegativeSource | 
             "schedule": describe(schedule)}
 
 
+def training_code(loss: Loss, negatives: NegativeSource | dict[str, NegativeSource],
+                  schedule: Schedule | None = None) -> list[str]:
+    """The modules that define a run's loss, negative sources and schedule, for the cache key's code part.
+
+    A source from a module the model does not import (chapter 7's miner) must still invalidate the
+    cached model when its code changes.
+    """
+    parts = [loss, *(negatives.values() if isinstance(negatives, dict) else [negatives])]
+    if schedule is not None:
+        parts.append(schedule)
+    return sorted({getattr(part, "__module__", None) or type(part).__module__ for part in parts})
+
+
 #: Weights of each negative source at an optimiser step (``schedule(step, total_steps)``).
 Schedule = Callable[[int, int], dict[str, float]]
 
@@ -180,7 +206,7 @@ def fit_two_tower(build: Callable[[], M], pairs: TrainingPairs,
                   encode_listings: Callable[[M, np.ndarray], torch.Tensor],
                   validate: Callable[[M], float], config: TrainConfig, loss: Loss,
                   negatives: NegativeSource | dict[str, NegativeSource], schedule: Schedule | None = None,
-                  progress: bool = True) -> tuple[M, TrainHistory]:
+                  catalogue: Catalogue | None = None, progress: bool = True) -> tuple[M, TrainHistory]:
     """Train a two-tower model on engaged pairs with pluggable negatives and loss; see :func:`train`.
 
     ``build()`` makes the untrained model (called after seeding, so its initial weights depend on
@@ -190,16 +216,19 @@ def fit_two_tower(build: Callable[[], M], pairs: TrainingPairs,
     from ``schedule(step, total_steps)``: the paper's weighted sum of one loss per negative-mining
     strategy. Without a schedule every source weighs 1; a schedule returns ``{source name: weight}``
     and must name every source (a source it leaves out would silently train at full weight, so that
-    is an error), and a weight of 0 skips the source for that step.
+    is an error), and a weight of 0 skips the source for that step. Sources that draw listings from
+    outside the batch read ``catalogue`` (the listings and their creation days) and, to index it,
+    the current product vectors without gradients (see :class:`~retrieval_lib.training.negatives.Batch`).
     """
     sources = negatives if isinstance(negatives, dict) else {"negatives": negatives}
     if not sources:
         raise ValueError("fit_two_tower needs at least one negative source")
+    for source in sources.values():
+        if hasattr(source, "reset"):
+            source.reset()
     torch.manual_seed(config.seed)
     model = build()
-    full, rest = divmod(len(pairs), config.batch_size)
-    per_epoch = full + (rest > 1)  # size-1 batches are dropped
-    total_steps = per_epoch * config.epochs
+    total_steps = steps_per_epoch(len(pairs), config.batch_size) * config.epochs
     step_count = 0
 
     def step(m: M, idx: np.ndarray) -> torch.Tensor:
@@ -210,7 +239,8 @@ def fit_two_tower(build: Callable[[], M], pairs: TrainingPairs,
                              f"{sorted(sources)}")
         q = encode_queries(m, idx)
         v = encode_listings(m, pairs.listing[idx])
-        batch = Batch(idx, pairs, q, v, lambda ids: encode_listings(m, ids), step_count)
+        batch = Batch(idx, pairs, q, v, lambda ids: encode_listings(m, ids), step_count, catalogue,
+                      lambda ids: frozen_listings(m, encode_listings, ids))
         positive = (q * v).sum(dim=1)
         interaction = torch.from_numpy(pairs.interaction[idx])
         parts = [weights.get(name, 1.0) * loss(positive, source(batch), interaction)
@@ -221,7 +251,20 @@ def fit_two_tower(build: Callable[[], M], pairs: TrainingPairs,
         return torch.stack(parts).sum()
 
     history = train(model, len(pairs), step, validate, config, progress=progress)
+    history.sources = {name: dict(source.stats()) for name, source in sources.items() if hasattr(source, "stats")}
     return model, history
+
+
+def frozen_listings(model: M, encode_listings: Callable[[M, np.ndarray], torch.Tensor], ids: np.ndarray
+                    ) -> torch.Tensor:
+    """Product vectors as the model would serve them now: evaluation mode, no gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return encode_listings(model, ids)
+    finally:
+        model.train(was_training)
 
 
 def cached_training(name: str, parts: dict[str, Any], fit: Callable[[], tuple[M, TrainHistory]],

@@ -1,0 +1,18 @@
+"""What the benchmark scripts share: chapter 6's features for a preset, built through the artifact cache."""
+
+from __future__ import annotations
+
+from retrieval_lib.encoders.graph import graph_embeddings
+from retrieval_lib.features.unified import UnifiedFeatures
+from retrieval_lib.marketplace import Marketplace, generate
+from retrieval_lib.training.pretraining import ENCODER_CONFIG, PRETRAIN_CONFIG, doc2query_model, listing_tokenizer
+
+
+def unified_features(preset: str) -> tuple[Marketplace, str, UnifiedFeatures]:
+    """The world of ``preset`` (seed 0), its fingerprint, and the unified model's features."""
+    world = generate(preset, seed=0, cache=True)
+    observed, fingerprint = world.observed, world.config.fingerprint()
+    graph = graph_embeddings(observed, fingerprint)
+    tokenizer = listing_tokenizer(observed, fingerprint, vocab_size=ENCODER_CONFIG.vocab_size)
+    doc2query, _ = doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG)
+    return world, fingerprint, UnifiedFeatures.build(observed, tokenizer, doc2query.encoder, graph)

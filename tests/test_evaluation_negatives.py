@@ -1,0 +1,54 @@
+"""Chapter 7's measurements: score distributions by negative source, false-negative rates by rank window."""
+
+import numpy as np
+import pytest
+import torch
+
+from retrieval_lib.evaluation.negatives import false_negative_rates, negative_scores
+from retrieval_lib.evaluation.probes import would_buy_rate
+from retrieval_lib.serving.ann import HNSWIndex
+from retrieval_lib.training.mining import ranked_candidates
+from retrieval_lib.training.negatives import Catalogue
+from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_world):
+    observed = tiny_world.observed
+    pairs = TrainingPairs.of(engaged_pairs(observed, "train"))
+    catalogue = Catalogue.of(observed.listings)
+    n = len(catalogue)
+    listing_vectors = torch.nn.functional.normalize(torch.randn(n, 16, generator=torch.Generator().manual_seed(0)),
+                                                    dim=1)
+    rows = np.arange(0, len(pairs), max(len(pairs) // 200, 1))[:200]
+    # queries close to their positive, so the positive scores high and the ranking means something
+    queries = torch.nn.functional.normalize(listing_vectors[torch.from_numpy(pairs.listing[rows])]
+                                            + 0.3 * torch.randn(len(rows), 16), dim=1)
+    index = HNSWIndex(seed=0).build(listing_vectors, catalogue.listing_id)
+    ranked = ranked_candidates(index, catalogue, pairs, rows, queries, depth=60)
+    return pairs, catalogue, listing_vectors, rows, queries, ranked
+
+
+def test_negative_scores_cover_every_source_and_put_the_positive_on_top(setup):
+    pairs, catalogue, vectors, rows, queries, ranked = setup
+    scores = negative_scores(queries, vectors, pairs, rows, catalogue, ranked, (11, 51), n=4)
+    assert list(scores["source"].unique()) == ["positive", "in-batch", "uniform", "mined, ranks 11-50",
+                                               "mined, ranks 1-10"]
+    counts = scores["source"].value_counts()
+    assert counts["positive"] == len(rows) and counts["mined, ranks 1-10"] <= 10 * len(rows)
+    medians = scores.groupby("source")["score"].median()
+    assert medians["positive"] > medians["mined, ranks 1-10"] > medians["mined, ranks 11-50"] > medians["uniform"]
+    again = negative_scores(queries, vectors, pairs, rows, catalogue, ranked, (11, 51), n=4)
+    assert scores.equals(again)  # seeded
+
+
+def test_false_negative_rates_are_the_mean_choice_probability_per_window(setup, tiny_world):
+    pairs, _, _, rows, _, ranked = setup
+    rates = false_negative_rates(tiny_world, pairs, rows, ranked, [(1, 11), (11, 61)])
+    assert rates["window"].tolist() == ["1-10", "11-60"]
+    sessions = pairs.frame["session_id"].to_numpy()[rows]
+    assert rates["false_negative_rate"].iloc[1] == pytest.approx(would_buy_rate(tiny_world, sessions,
+                                                                                 ranked[:, 10:60]))
+    assert (rates["false_negative_rate"] >= 0).all() and (rates["false_negative_rate"] <= 1).all()
+    with pytest.raises(ValueError, match="goes past"):
+        false_negative_rates(tiny_world, pairs, rows, ranked, [(1, 100)])
