@@ -344,13 +344,14 @@ def test_random_negatives_are_easy_and_mined_ones_are_close_to_the_positive(r):
 
 def test_the_top_ranks_hold_more_false_negatives_than_the_window(r):
     assert r["negatives.false_negative_rate.top"] > r["negatives.false_negative_rate.window"]
-    assert r["negatives.false_negative_top_over_window"] > 1
+    assert r["negatives.false_negative_top_over_window"] > 2  # "several times more"
     assert r["negatives.window_start"] > 10  # the chosen window skips ranks 1-10
 
 
 def test_hard_negatives_from_step_0_slow_the_first_epoch_and_uniform_ones_speed_it_up(r):
     assert (r["negatives.hard_from_start.valid_epoch1"] < r["negatives.inbatch.valid_epoch1"]
             < r["negatives.uniform.valid_epoch1"])
+    assert r["negatives.curriculum.valid_epoch1"] == r["negatives.uniform.valid_epoch1"]  # same warm-up
 
 
 RECIPES = ("uniform", "hard_from_start", "curriculum")
