@@ -9,13 +9,19 @@ from retrieval_lib.training.losses import SoftmaxLoss
 from retrieval_lib.training.mining import MinedNegatives
 from retrieval_lib.training.negatives import Catalogue, InBatchNegatives, Negatives, UniformNegatives
 from retrieval_lib.training.pairs import TrainingPairs
-from retrieval_lib.training.trainer import Optimizer, TrainConfig, batches, fit_two_tower, train
+from retrieval_lib.training.trainer import Optimizer, TrainConfig, batches, fit_two_tower, steps_per_epoch, train
 
 
 def test_batches_cover_every_example_once():
     seen = np.concatenate(list(batches(10, 4, torch.Generator().manual_seed(0))))
     assert sorted(seen.tolist()) == list(range(10))
     assert [b.size for b in batches(9, 4, torch.Generator().manual_seed(0))] == [4, 4]  # size-1 tail dropped
+
+
+@pytest.mark.parametrize("n, size", [(60, 16), (33, 16), (32, 16), (1_000, 512), (5, 16)])
+def test_steps_per_epoch_counts_the_batches_that_run(n, size):
+    generator = torch.Generator().manual_seed(0)
+    assert steps_per_epoch(n, size) == sum(1 for _ in batches(n, size, generator))
 
 
 def test_config_validation():

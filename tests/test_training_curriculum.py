@@ -39,3 +39,27 @@ def test_an_easy_floor_keeps_some_uniform_negatives():
 def test_invalid_curricula_are_refused(bad):
     with pytest.raises(ValueError, match="NegativeCurriculum"):
         NegativeCurriculum(**bad)
+
+
+def test_the_books_four_recipes():
+    from retrieval_lib.training.curriculum import MINED_WINDOW, negative_recipes
+    from retrieval_lib.training.mining import MinedNegatives
+    from retrieval_lib.training.negatives import InBatchNegatives, UniformNegatives
+
+    recipes = negative_recipes(72)
+    assert list(recipes) == ["inbatch", "uniform", "hard_from_start", "curriculum"]
+    inbatch, schedule = recipes["inbatch"]
+    assert inbatch == InBatchNegatives("request") and schedule is None  # chapter 6's training, reused
+    assert set(recipes["uniform"][0]) == {"inbatch", "uniform"}
+    assert isinstance(recipes["uniform"][0]["uniform"], UniformNegatives)
+    mined = recipes["hard_from_start"][0]["mined"]
+    assert isinstance(mined, MinedNegatives) and mined.window == MINED_WINDOW and mined.refresh_every == 72
+    sources, curriculum = recipes["curriculum"]
+    assert set(sources) == {"inbatch", "uniform", "mined"}
+    assert set(curriculum(0, 1000)) == set(sources)  # the schedule names every source
+    custom = negative_recipes(10, window=(1, 51), warmup_epochs=0.5, ramp_epochs=1.5, easy_floor=0.5)
+    assert custom["curriculum"][1] == NegativeCurriculum(5, 15, easy_floor=0.5)
+    assert recipes["curriculum"][0]["mined"] is not recipes["hard_from_start"][0]["mined"]  # own index each
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="steps_per_epoch"):
+            negative_recipes(bad)

@@ -69,6 +69,14 @@ def test_ranked_candidates_drop_guarded_listings_and_keep_the_order():
     assert not set(ranked[0]) & set(future)
 
 
+def test_ranked_candidates_need_a_positive_depth():
+    pairs = _pairs()
+    index = catalogue_index(_encode, _catalogue())
+    for depth, slack in ((0, 10), (5, -1)):
+        with pytest.raises(ValueError, match="depth"):
+            ranked_candidates(index, _catalogue(), pairs, np.arange(2), _unit(2), depth, slack)
+
+
 def test_sample_window_draws_only_from_the_window_without_replacement():
     ranked = np.tile(np.arange(100, 200), (3, 1))
     ranked[2, 20:] = PAD  # a short list: the window holds only ranks 11-20
