@@ -233,3 +233,14 @@ def test_catalogue_sources_need_the_catalogue():
     with pytest.raises(ValueError, match="catalogue"):
         _fit(_synthetic_pairs(), TrainConfig(epochs=1, batch_size=16),
              negatives={"inbatch": InBatchNegatives(), "uniform": UniformNegatives(2)})
+
+
+def test_training_code_names_the_library_modules_of_a_run():
+    from retrieval_lib.training.trainer import training_code
+
+    negatives, schedule = _curriculum_sources()
+    assert training_code(SoftmaxLoss(), negatives, schedule) == [
+        "retrieval_lib.training.curriculum", "retrieval_lib.training.losses", "retrieval_lib.training.mining",
+        "retrieval_lib.training.negatives"]
+    # a reader's own loss or source (defined outside the package) has no source file to hash
+    assert training_code(mean_score, Counting(1)) == []

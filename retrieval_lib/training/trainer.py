@@ -189,12 +189,15 @@ def training_code(loss: Loss, negatives: NegativeSource | dict[str, NegativeSour
     """The modules that define a run's loss, negative sources and schedule, for the cache key's code part.
 
     A source from a module the model does not import (chapter 7's miner) must still invalidate the
-    cached model when its code changes.
+    cached model when its code changes. Parts defined outside ``retrieval_lib`` (a reader's own loss in
+    a notebook) have no source file to hash; their fields still join the key through
+    :func:`training_parts`.
     """
     parts = [loss, *(negatives.values() if isinstance(negatives, dict) else [negatives])]
     if schedule is not None:
         parts.append(schedule)
-    return sorted({getattr(part, "__module__", None) or type(part).__module__ for part in parts})
+    modules = {getattr(part, "__module__", None) or type(part).__module__ for part in parts}
+    return sorted(m for m in modules if m == "retrieval_lib" or m.startswith("retrieval_lib."))
 
 
 #: Weights of each negative source at an optimiser step (``schedule(step, total_steps)``).
