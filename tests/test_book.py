@@ -40,6 +40,11 @@ REQUIRED = [
     "negatives.curriculum_minus_inbatch.recall@100.all.ci_high",
     "negatives.false_negative_rate.top", "negatives.false_negative_rate.window",
     "negatives.refresh_seconds", "negatives.train_seconds",
+    *(f"loss.{n}.recall@100.{s}" for n in ("softmax", "pairwise", "hinge") for s in ("all", "head", "tail")),
+    *(f"loss.hinge.score_median.{k}" for k in ("purchase", "cart", "click", "negative")),
+    *(f"prune.{n}.removed_at_keep95" for n in ("softmax", "pairwise", "hinge")),
+    *(f"loss.hinge.e_{k}" for k in ("purchase", "cart", "click", "neg")),
+    "loss.hinge_minus_softmax.recall@100.all.ci_low", "loss.hinge_minus_softmax.recall@100.all.ci_high",
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")

@@ -379,6 +379,11 @@ def test_the_curriculum_beats_neither_hard_negatives_from_step_0_nor_uniform_one
                 < r[f"negatives.curriculum_minus_{other}.recall@100.all.ci_high"]), other
 
 
+def test_uniform_and_mined_negatives_buy_about_the_same(r):
+    assert (r["negatives.uniform_minus_hard.recall@100.all.ci_low"] < 0
+            < r["negatives.uniform_minus_hard.recall@100.all.ci_high"])
+
+
 def test_the_recipes_differ_by_less_than_the_seed_spread_of_chapter_6(r):
     recalls = [r[f"negatives.{name}.recall@100.all"] for name in RECIPES]
     assert max(recalls) - min(recalls) < r["unified.seeds.all_spread"]
@@ -388,3 +393,79 @@ def test_mining_is_measured_and_costs_training_time(r):
     assert r["negatives.refreshes"] >= 1 and r["negatives.refresh_seconds"] > 0
     assert 0 < r["negatives.mining_time_ratio"] < 1
     assert r["negatives.train_seconds"] > r["negatives.inbatch_train_seconds"]
+
+
+# --- chapter 8: the multi-part hinge loss and threshold pruning -----------------------------------
+
+LOSSES = ("softmax", "pairwise", "hinge")
+
+
+def test_the_softmax_model_of_chapter_8_is_chapter_7s_uniform_model(r):
+    for seg in ("all", "head", "tail"):
+        assert r[f"loss.softmax.recall@100.{seg}"] == r[f"negatives.uniform.recall@100.{seg}"]
+
+
+def test_hinge_medians_are_ordered_purchase_cart_click_negative(r):
+    # issue 13's acceptance
+    m = {k: r[f"loss.hinge.score_median.{k}"] for k in ("purchase", "cart", "click", "negative")}
+    assert m["purchase"] > m["cart"] > m["click"] > m["negative"]
+
+
+def test_hinge_positives_all_sit_just_above_the_purchase_threshold(r):
+    for kind in ("purchase", "cart", "click"):
+        assert r["loss.hinge.e_purchase"] < r[f"loss.hinge.score_median.{kind}"] < r["loss.hinge.e_purchase"] + 0.05
+    assert r["loss.hinge.score_median.negative"] < r["loss.hinge.e_neg"]
+
+
+def test_the_softmax_orders_the_types_too_with_wider_gaps(r):
+    s = {k: r[f"loss.softmax.score_median.{k}"] for k in ("purchase", "cart", "click", "negative")}
+    assert s["purchase"] > s["cart"] > s["click"] > s["negative"]
+    hinge_gap = r["loss.hinge.score_median.purchase"] - r["loss.hinge.score_median.click"]
+    assert s["purchase"] - s["click"] > hinge_gap
+
+
+def test_the_hinge_costs_recall_overall_and_on_head_not_on_tail(r):
+    # issue 13 expected hinge recall not worse than softmax beyond the CI; in our world it is worse
+    assert r["loss.hinge_minus_softmax.recall@100.all.ci_high"] < 0
+    assert r["loss.hinge_minus_softmax.recall@100.head.ci_high"] < 0
+    assert (r["loss.hinge_minus_softmax.recall@100.tail.ci_low"] < 0
+            < r["loss.hinge_minus_softmax.recall@100.tail.ci_high"])
+
+
+def test_the_pairwise_loss_falls_behind_by_less_on_tail_not_on_head(r):
+    assert r["loss.pairwise_minus_softmax.recall@100.all.ci_high"] < 0
+    assert r["loss.pairwise.recall@100.all"] > r["loss.hinge.recall@100.all"]  # "by less"
+    assert r["loss.pairwise_minus_softmax.recall@100.tail.ci_high"] < 0
+    assert (r["loss.pairwise_minus_softmax.recall@100.head.ci_low"] < 0
+            < r["loss.pairwise_minus_softmax.recall@100.head.ci_high"])
+
+
+def test_the_hinge_was_still_improving_when_the_schedule_ended(r):
+    epochs = UNIFIED_TRAIN_CONFIG.epochs
+    assert r["loss.hinge.epochs"] == r["loss.hinge.best_epoch"] == epochs
+    assert r["loss.softmax.epochs"] < epochs
+
+
+def test_the_hinge_prunes_more_than_softmax_and_pairwise_at_95_percent_labels_kept(r):
+    # issue 13's acceptance
+    hinge = r["prune.hinge.removed_at_keep95"]
+    assert hinge > r["prune.softmax.removed_at_keep95"] and hinge > r["prune.pairwise.removed_at_keep95"]
+    for seg in ("head", "tail"):
+        assert r[f"prune.hinge.removed_at_keep95.{seg}"] > r[f"prune.softmax.removed_at_keep95.{seg}"], seg
+    tail_gain = r["prune.hinge.removed_at_keep95.tail"] - r["prune.softmax.removed_at_keep95.tail"]
+    head_gain = r["prune.hinge.removed_at_keep95.head"] - r["prune.softmax.removed_at_keep95.head"]
+    assert tail_gain > head_gain  # "largest on tail queries"
+
+
+def test_hinge_labels_land_in_a_narrower_band_and_its_threshold_sits_higher(r):
+    assert r["prune.hinge.label_score_iqr"] < min(r["prune.softmax.label_score_iqr"],
+                                                  r["prune.pairwise.label_score_iqr"])
+    assert r["prune.hinge.threshold_at_keep95"] > r["prune.softmax.threshold_at_keep95"]
+
+
+def test_a_cut_relative_to_each_querys_best_score_does_not_rescue_the_softmax(r):
+    assert abs(r["prune.softmax.removed_at_keep95_relative"] - r["prune.softmax.removed_at_keep95"]) < 0.01
+    assert r["prune.softmax.removed_at_keep95_relative"] < r["prune.hinge.removed_at_keep95"]
+    # "for the pairwise model it recovers a little, still far from the hinge"
+    assert (r["prune.pairwise.removed_at_keep95"] < r["prune.pairwise.removed_at_keep95_relative"]
+            < r["prune.hinge.removed_at_keep95"] - 0.1)

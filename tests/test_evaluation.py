@@ -159,6 +159,17 @@ def test_summary_rows_and_counts(tiny_world, eval_set):
         result.value("recall@7")
 
 
+def test_hits_mark_where_each_label_sits(eval_set):
+    ranked = np.full((len(eval_set.sessions), 3), PAD)
+    ranked[:, 1] = eval_set.targets
+    ranked[0, 1] = PAD
+    hits = eval_set.hits(ranked)
+    assert hits.shape == ranked.shape and hits[1:, 1].all() and not hits[0].any()
+    assert not hits[:, [0, 2]].any()
+    with pytest.raises(ValueError, match="one ranking row per session"):
+        eval_set.hits(ranked[:2])
+
+
 def test_wrong_shape_is_a_clear_error(eval_set):
     with pytest.raises(ValueError, match="shape"):
         evaluate(Fixed(np.zeros((3, 5), dtype=int)), eval_set)

@@ -1,15 +1,15 @@
-"""Chapter 7's measurements: score distributions by negative source, false-negative rates by rank window."""
+"""Chapters 7 and 8's measurements: scores by negative source and by interaction type, false-negative rates."""
 
 import numpy as np
 import pytest
 import torch
 
-from retrieval_lib.evaluation.negatives import false_negative_rates, negative_scores
+from retrieval_lib.evaluation.negatives import false_negative_rates, interaction_scores, negative_scores
 from retrieval_lib.evaluation.probes import would_buy_rate
 from retrieval_lib.serving.ann import HNSWIndex
 from retrieval_lib.training.mining import ranked_candidates
 from retrieval_lib.training.negatives import Catalogue
-from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs
+from retrieval_lib.training.pairs import INTERACTIONS, TrainingPairs, engaged_pairs
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,9 @@ def setup(tiny_world):
                                                     dim=1)
     rows = np.arange(0, len(pairs), max(len(pairs) // 200, 1))[:200]
     # queries close to their positive, so the positive scores high and the ranking means something
-    queries = torch.nn.functional.normalize(listing_vectors[torch.from_numpy(pairs.listing[rows])]
-                                            + 0.3 * torch.randn(len(rows), 16), dim=1)
+    noise = torch.randn(len(rows), 16, generator=torch.Generator().manual_seed(1))
+    queries = torch.nn.functional.normalize(listing_vectors[torch.from_numpy(pairs.listing[rows])] + 0.3 * noise,
+                                            dim=1)
     index = HNSWIndex(seed=0).build(listing_vectors, catalogue.listing_id)
     ranked = ranked_candidates(index, catalogue, pairs, rows, queries, depth=60)
     return pairs, catalogue, listing_vectors, rows, queries, ranked
@@ -52,3 +53,19 @@ def test_false_negative_rates_are_the_mean_choice_probability_per_window(setup, 
     assert (rates["false_negative_rate"] >= 0).all() and (rates["false_negative_rate"] <= 1).all()
     with pytest.raises(ValueError, match="goes past"):
         false_negative_rates(tiny_world, pairs, rows, ranked, [(1, 100)])
+
+
+def test_interaction_scores_give_each_pair_its_logged_type(setup):
+    pairs, _, vectors, rows, queries, _ = setup
+    scores = interaction_scores(queries, vectors, pairs, rows, n=3)
+    positives = scores[scores["kind"] != "negative"]
+    assert len(positives) == len(rows)
+    expected = np.asarray(INTERACTIONS, dtype=object)[pairs.interaction[rows]]
+    np.testing.assert_array_equal(positives["kind"].to_numpy(), expected)
+    own = (queries * vectors[torch.from_numpy(pairs.listing[rows])]).sum(1).numpy()
+    np.testing.assert_allclose(positives["score"].to_numpy(), own, rtol=1e-5)
+    negatives = scores[scores["kind"] == "negative"]
+    assert 0 < len(negatives) <= 3 * len(rows)  # accidental hits skipped
+    assert positives["score"].median() > negatives["score"].median()
+    again = interaction_scores(queries, vectors, pairs, rows, n=3)
+    assert again.equals(scores)  # seeded

@@ -5,11 +5,12 @@ import torch
 from torch import nn
 
 from retrieval_lib.training.curriculum import NegativeCurriculum
-from retrieval_lib.training.losses import SoftmaxLoss
+from retrieval_lib.training.loop import Optimizer, TrainConfig, batches, steps_per_epoch, train
+from retrieval_lib.training.losses import HingeLoss, PairwiseLoss, SoftmaxLoss
 from retrieval_lib.training.mining import MinedNegatives
 from retrieval_lib.training.negatives import Catalogue, InBatchNegatives, Negatives, UniformNegatives
 from retrieval_lib.training.pairs import TrainingPairs
-from retrieval_lib.training.trainer import Optimizer, TrainConfig, batches, fit_two_tower, steps_per_epoch, train
+from retrieval_lib.training.trainer import fit_two_tower
 
 
 def test_batches_cover_every_example_once():
@@ -115,6 +116,30 @@ def test_fit_two_tower_learns_the_engaged_listings():
     assert history.train_loss[-1] < 0.7 * history.train_loss[0]
     assert history.best_score > 0.9 and history.valid_score[0] < history.best_score
     assert isinstance(model, Towers) and not model.training
+
+
+@pytest.mark.parametrize("loss", [PairwiseLoss(0.3), HingeLoss(e_click=0.5, e_cart=0.6, e_purchase=0.7, e_neg=0.2)],
+                         ids=["pairwise", "hinge"])
+def test_fit_two_tower_learns_with_chapter_8_losses(loss):
+    pairs = _synthetic_pairs()
+    model, history = _fit(pairs, CONFIG, loss=loss)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert history.best_score > 0.9
+
+
+def test_the_hinge_anchors_scores_to_its_thresholds():
+    """After hinge training, engaged pairs score above e_click and other listings mostly below e_neg."""
+    pairs = _synthetic_pairs()
+    loss = HingeLoss(e_click=0.5, e_cart=0.6, e_purchase=0.7, e_neg=0.0)
+    model, _ = _fit(pairs, TrainConfig(epochs=40, batch_size=16, lr=0.05, patience=40, seed=0), loss=loss)
+    with torch.no_grad():
+        q = nn.functional.normalize(model.queries.weight, dim=1)
+        v = nn.functional.normalize(model.listings.weight, dim=1)
+        scores = (q @ v.T).numpy()
+    engaged = np.zeros_like(scores, dtype=bool)
+    engaged[pairs.query_row, pairs.listing] = True
+    assert np.median(scores[engaged]) > loss.e_click
+    assert np.median(scores[~engaged]) < loss.e_click
 
 
 def test_fit_two_tower_is_reproducible():

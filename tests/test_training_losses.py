@@ -1,4 +1,7 @@
-"""Two-tower losses: the softmax over a positive and masked negatives."""
+"""Two-tower losses: the softmax, the pairwise margin loss and the multi-part hinge, by hand."""
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -6,9 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from retrieval_lib.training.losses import SoftmaxLoss, softmax_loss
-from retrieval_lib.training.negatives import Batch, InBatchNegatives
-from retrieval_lib.training.pairs import TrainingPairs
+from retrieval_lib.training.losses import (
+    BOOK_HINGE,
+    BOOK_PAIRWISE,
+    HingeLoss,
+    PairwiseLoss,
+    SoftmaxLoss,
+    multipart_hinge_loss,
+    pairwise_margin_loss,
+    softmax_loss,
+)
+from retrieval_lib.training.negatives import Batch, InBatchNegatives, Negatives
+from retrieval_lib.training.pairs import INTERACTIONS, TrainingPairs
 
 
 def test_softmax_loss_by_hand():
@@ -71,3 +83,153 @@ def test_softmax_loss_with_in_batch_negatives_equals_the_old_loss():
 def test_softmax_temperature_must_be_positive(temperature):
     with pytest.raises(ValueError, match="temperature"):
         SoftmaxLoss(temperature=temperature)
+
+
+# --- chapter 8: the pairwise margin loss and the multi-part hinge -------------------------------------
+
+CLICK, CART, PURCHASE = 0, 1, 2  # indexes of INTERACTIONS
+
+
+def test_interaction_indexes_match_the_pairs():
+    assert INTERACTIONS.index("click") == CLICK and INTERACTIONS.index("cart") == CART
+    assert INTERACTIONS.index("purchase") == PURCHASE
+
+
+def test_pairwise_margin_loss_by_hand():
+    positive = torch.tensor([0.9, 0.2], requires_grad=True)
+    negative = torch.tensor([[0.1, 0.8], [0.5, -0.4]], requires_grad=True)
+    # margins 0.3: row 0: max(0, .3-.9+.1)=0, max(0, .3-.9+.8)=.2; row 1: max(0, .3-.2+.5)=.6, max(0,.3-.2-.4)=0
+    loss = pairwise_margin_loss(positive, negative, 0.3)
+    assert loss.item() == pytest.approx((0.2 + 0.6) / 4)
+    loss.backward()
+    # each violating pair pulls its positive up and pushes its negative down by 1/4
+    torch.testing.assert_close(positive.grad, torch.tensor([-0.25, -0.25]))
+    torch.testing.assert_close(negative.grad, torch.tensor([[0.0, 0.25], [0.25, 0.0]]))
+
+
+def test_pairwise_margin_loss_ignores_masked_negatives_and_shifts():
+    positive = torch.tensor([0.9, 0.2])
+    negative = torch.tensor([[0.1, 0.8], [0.5, -0.4]])
+    mask = torch.tensor([[False, True], [False, False]])
+    assert pairwise_margin_loss(positive, negative, 0.3, mask).item() == pytest.approx(0.6 / 3)
+    # only differences matter: shifting one query's scores leaves its loss unchanged
+    shifted = pairwise_margin_loss(positive + torch.tensor([0.0, 0.3]), negative + torch.tensor([[0.0], [0.3]]),
+                                   0.3)
+    assert shifted.item() == pytest.approx(pairwise_margin_loss(positive, negative, 0.3).item())
+    every = torch.ones(2, 2, dtype=torch.bool)
+    assert pairwise_margin_loss(positive, negative, 0.3, every).item() == 0.0
+
+
+def test_multipart_hinge_by_hand():
+    thresholds = torch.tensor([0.5, 0.6, 0.7])  # click, cart, purchase
+    positive = torch.tensor([0.9, 0.4, 0.55], requires_grad=True)
+    interaction = torch.tensor([PURCHASE, CLICK, CART])
+    negative = torch.tensor([[0.1, 0.3], [0.25, -0.5], [0.0, 0.2]], requires_grad=True)
+    loss = multipart_hinge_loss(positive, interaction, negative, thresholds, 0.2)
+    # positives: purchase .9 >= .7 -> 0; click .4 < .5 -> .1; cart .55 < .6 -> .05; mean .05
+    # negatives: .3 > .2 -> .1; .25 > .2 -> .05; the rest (.2 included) -> 0; mean over 6 = .025
+    assert loss.item() == pytest.approx(0.15 / 3 + 0.15 / 6)
+    loss.backward()
+    torch.testing.assert_close(positive.grad, torch.tensor([0.0, -1 / 3, -1 / 3]))
+    torch.testing.assert_close(negative.grad, torch.tensor([[0.0, 1 / 6], [1 / 6, 0.0], [0.0, 0.0]]))
+
+
+def test_multipart_hinge_zero_when_every_part_is_satisfied():
+    thresholds = torch.tensor([0.5, 0.6, 0.7])
+    positive = torch.tensor([0.71, 0.61, 0.51])
+    interaction = torch.tensor([PURCHASE, CART, CLICK])
+    negative = torch.tensor([[0.19, -1.0], [0.0, 0.1], [0.2, -0.3]])
+    assert multipart_hinge_loss(positive, interaction, negative, thresholds, 0.2).item() == 0.0
+    # the same click score under a purchase label is below its threshold
+    assert multipart_hinge_loss(positive, torch.tensor([PURCHASE, CART, PURCHASE]), negative, thresholds,
+                                0.2).item() == pytest.approx(0.19 / 3)
+
+
+def test_multipart_hinge_masks_negatives_and_weights_them():
+    thresholds = torch.tensor([0.5, 0.6, 0.7])
+    positive = torch.tensor([1.0, 1.0])
+    interaction = torch.tensor([CLICK, CLICK])
+    negative = torch.tensor([[0.9, 0.0], [0.0, 0.6]])
+    mask = torch.tensor([[True, False], [False, False]])
+    assert multipart_hinge_loss(positive, interaction, negative, thresholds, 0.2, mask).item() == pytest.approx(
+        0.4 / 3)
+    weighted = multipart_hinge_loss(positive, interaction, negative, thresholds, 0.2, mask, negative_weight=2.0)
+    assert weighted.item() == pytest.approx(0.8 / 3)
+
+
+def test_losses_with_no_negatives_keep_only_the_positive_part():
+    thresholds = torch.tensor([0.5, 0.6, 0.7])
+    positive = torch.tensor([0.4, 0.9], requires_grad=True)
+    none = torch.zeros(2, 0)
+    loss = multipart_hinge_loss(positive, torch.tensor([CLICK, CLICK]), none, thresholds, 0.2)
+    assert loss.item() == pytest.approx(0.05)
+    loss.backward()
+    torch.testing.assert_close(positive.grad, torch.tensor([-0.5, 0.0]))
+    assert pairwise_margin_loss(positive, none, 0.3).item() == 0.0
+
+
+def test_hinge_loss_object_reads_the_interaction_types():
+    loss = HingeLoss(e_click=0.5, e_cart=0.6, e_purchase=0.7, e_neg=0.2)
+    negatives = Negatives(torch.tensor([[0.3], [0.1]]), torch.tensor([[False], [False]]))
+    positive = torch.tensor([0.65, 0.65])
+    assert loss(positive, negatives, torch.tensor([CART, CART])).item() == pytest.approx(0.1 / 2)
+    assert loss(positive, negatives, torch.tensor([PURCHASE, CLICK])).item() == pytest.approx(0.05 / 2 + 0.1 / 2)
+    assert loss.thresholds() == {"click": 0.5, "cart": 0.6, "purchase": 0.7, "negative": 0.2}
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"e_click": 0.7, "e_cart": 0.6, "e_purchase": 0.8, "e_neg": 0.2},   # click above cart
+    {"e_click": 0.5, "e_cart": 0.6, "e_purchase": 0.55, "e_neg": 0.2},  # cart above purchase
+    {"e_click": 0.5, "e_cart": 0.6, "e_purchase": 0.7, "e_neg": 0.5},   # negatives not below clicks
+    {"e_click": 0.5, "e_cart": 0.6, "e_purchase": 1.5, "e_neg": 0.2},   # a cosine cannot reach 1.5
+    {"e_click": 0.5, "e_cart": 0.6, "e_purchase": 0.7, "e_neg": float("nan")},
+    {"e_click": 0.5, "e_cart": 0.6, "e_purchase": 0.7, "e_neg": 0.2, "negative_weight": 0.0},
+])
+def test_hinge_thresholds_must_be_ordered(kwargs):
+    with pytest.raises(ValueError, match="HingeLoss"):
+        HingeLoss(**kwargs)
+
+
+def test_equal_positive_thresholds_are_allowed():
+    assert HingeLoss(e_click=0.6, e_cart=0.6, e_purchase=0.6, e_neg=0.2).e_cart == 0.6
+
+
+@pytest.mark.parametrize("margin", [0, -0.1, float("nan"), 2.5])
+def test_pairwise_margin_must_be_in_range(margin):
+    with pytest.raises(ValueError, match="PairwiseLoss"):
+        PairwiseLoss(margin=margin)
+
+
+def test_losses_reject_misshapen_scores():
+    with pytest.raises(ValueError, match="positive"):
+        pairwise_margin_loss(torch.zeros(3), torch.zeros(2, 4), 0.3)
+    with pytest.raises(ValueError, match="mask"):
+        pairwise_margin_loss(torch.zeros(2), torch.zeros(2, 4), 0.3, torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="interaction"):
+        multipart_hinge_loss(torch.zeros(2), torch.zeros(3, dtype=torch.long), torch.zeros(2, 4),
+                             torch.tensor([0.5, 0.6, 0.7]), 0.2)
+
+
+def test_the_book_settings_are_the_best_of_the_validation_sweep():
+    """Chapter 8's margin and thresholds are the best rows (validation recall@100) of the committed sweep."""
+    rows = json.loads((Path(__file__).resolve().parents[1] / "book" / "data" / "loss_choices.json").read_text())
+    hinge = [r for r in rows if r["loss"]["type"] == "HingeLoss" and r["variant"] != "hinge_inbatch_only"]
+    pairwise = [r for r in rows if r["loss"]["type"] == "PairwiseLoss"]
+    assert len(hinge) >= 4 and len(pairwise) >= 2
+    best = max(hinge, key=lambda r: r["all"])["loss"]
+    assert {k: best[k] for k in ("e_click", "e_cart", "e_purchase", "e_neg", "negative_weight")} == {
+        "e_click": BOOK_HINGE.e_click, "e_cart": BOOK_HINGE.e_cart, "e_purchase": BOOK_HINGE.e_purchase,
+        "e_neg": BOOK_HINGE.e_neg, "negative_weight": BOOK_HINGE.negative_weight}
+    assert max(pairwise, key=lambda r: r["all"])["loss"]["margin"] == BOOK_PAIRWISE.margin
+    # chapter 8: "with in-batch negatives alone it fell further behind on the validation window"
+    assert BOOK_PAIRWISE.margin == min(r["loss"]["margin"] for r in pairwise)  # "a small margin did best"
+    ordered = [r for r in hinge if r["loss"]["e_click"] < r["loss"]["e_cart"] < r["loss"]["e_purchase"]]
+    near = [r for r in ordered if r["loss"]["e_neg"] >= 0.4]  # chapter 8's NEAR
+    removed = [r["removed_at_keep95"] for r in near]
+    assert len(near) >= 3 and max(removed) - min(removed) < 0.02  # "all prune about as well"
+    flat = [r for r in hinge if r not in ordered]
+    low = [r for r in ordered if r["loss"]["e_neg"] < 0.4]
+    assert flat and low and max(r["all"] for r in flat + low) < min(r["all"] for r in near)
+    inbatch_only = next(r for r in rows if r["variant"] == "hinge_inbatch_only")
+    softmax = next(r for r in rows if r["variant"] == "softmax")
+    assert inbatch_only["all"] < max(r["all"] for r in hinge) < softmax["all"]

@@ -107,6 +107,13 @@ class EvaluationSet:
                                n_listings=len(self.world.observed.listings))
         return keep_available(self.world, sid, ranked, depth)
 
+    def hits(self, ranked: np.ndarray) -> np.ndarray:
+        """``(n, k)`` booleans: where each session's label sits in a ranking (row order of :attr:`sessions`)."""
+        ranked = np.asarray(ranked)
+        if ranked.ndim != 2 or len(ranked) != len(self.sessions):
+            raise ValueError(f"need one ranking row per session ({len(self.sessions)}), got shape {ranked.shape}")
+        return (ranked == self.targets[:, None]) & (ranked != PAD)
+
     @classmethod
     def from_logged_purchases(cls, world: Marketplace, split: str = "test", max_sessions: int | None = None,
                               seed: int = 0) -> EvaluationSet:

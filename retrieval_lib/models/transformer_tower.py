@@ -31,10 +31,11 @@ from retrieval_lib.marketplace import ObservedMarketplace
 from retrieval_lib.serving.exact import VectorRetriever
 from retrieval_lib.text.wordpiece import TokenizedTexts
 from retrieval_lib.text.words import listing_documents
+from retrieval_lib.training.loop import TrainConfig, TrainHistory, cached_training
 from retrieval_lib.training.losses import Loss, SoftmaxLoss
 from retrieval_lib.training.negatives import InBatchNegatives, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs, validation_pairs
-from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, fit_two_tower, training_parts
+from retrieval_lib.training.trainer import fit_two_tower, training_parts
 
 
 class TransformerTwoTower(nn.Module):

@@ -35,20 +35,13 @@ from retrieval_lib.evaluation.logged import logged_recall
 from retrieval_lib.features.history import HISTORY_TYPES
 from retrieval_lib.features.unified import UnifiedFeatures
 from retrieval_lib.infra.validation import positive_ints
-from retrieval_lib.serving.exact import exact_top_k
+from retrieval_lib.serving.exact import candidate_scores, exact_top_k
 from retrieval_lib.text.hashing import HashedTexts
+from retrieval_lib.training.loop import TrainConfig, TrainHistory, cached_training
 from retrieval_lib.training.losses import Loss, SoftmaxLoss
 from retrieval_lib.training.negatives import Catalogue, InBatchNegatives, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs, validation_pairs
-from retrieval_lib.training.trainer import (
-    Schedule,
-    TrainConfig,
-    TrainHistory,
-    cached_training,
-    fit_two_tower,
-    training_code,
-    training_parts,
-)
+from retrieval_lib.training.trainer import Schedule, fit_two_tower, training_code, training_parts
 
 #: Components that can be switched off, in the order the ablation table lists them.
 COMPONENTS: tuple[str, ...] = ("graph", "term", "transformer", "history", "location", "numeric")
@@ -239,6 +232,15 @@ class UnifiedRetriever:
     def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
         """Retriever interface: top-``k`` listing ids per session."""
         return exact_top_k(self.encode_sessions(sessions), self.listing_vectors, k, item_ids=self.listing_ids)[0]
+
+    def candidate_scores(self, sessions: pd.DataFrame, ranked: np.ndarray) -> np.ndarray:
+        """The model's scores of each session's candidates ``ranked`` (listing ids; ``-inf`` at padding).
+
+        Listing ids are catalogue rows (the world numbers its listings 0, 1, ...), which this relies on.
+        """
+        if not np.array_equal(self.listing_ids, np.arange(len(self.listing_ids))):
+            raise ValueError("candidate_scores needs listing ids numbered 0, 1, ... in catalogue order")
+        return candidate_scores(self.encode_sessions(sessions), self.listing_vectors, ranked)
 
 
 def fit_unified(features: UnifiedFeatures, config: UnifiedConfig, train_config: TrainConfig,

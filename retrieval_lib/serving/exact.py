@@ -45,6 +45,33 @@ def exact_top_k(queries: np.ndarray | torch.Tensor, items: np.ndarray | torch.Te
     return SearchResult(ids, scores)
 
 
+def candidate_scores(queries: np.ndarray | torch.Tensor, items: np.ndarray | torch.Tensor, ids: np.ndarray,
+                     chunk: int = 512) -> np.ndarray:
+    """Inner products of each query with its own candidates: ``(n, k)`` scores, ``-inf`` where ``ids`` is ``PAD``.
+
+    ``ids`` ``(n, k)`` are row numbers of ``items`` (listing ids, for the book's catalogue), e.g. a
+    ranking already cut to the listings that exist at each request. Rows are scored ``chunk`` at a
+    time, so the gathered candidate vectors never take more than ``chunk * k * dim`` floats.
+    """
+    q = torch.as_tensor(queries, dtype=torch.float32)
+    x = torch.as_tensor(items, dtype=torch.float32)
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.shape[0] != q.shape[0]:
+        raise ValueError(f"need one row of candidate ids per query ({q.shape[0]}), got shape {ids.shape}")
+    if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
+        raise ValueError(f"dimension mismatch: queries have shape {tuple(q.shape)}, items {tuple(x.shape)}")
+    if ((ids < PAD) | (ids >= x.shape[0])).any():
+        raise ValueError(f"candidate ids must be item rows 0 to {x.shape[0] - 1} or PAD ({PAD})")
+    valid = ids != PAD
+    scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+    rows = torch.from_numpy(np.where(valid, ids, 0))
+    with torch.no_grad():
+        for start in range(0, len(ids), chunk):
+            part = slice(start, start + chunk)
+            scores[part] = torch.bmm(x[rows[part]], q[part, :, None])[:, :, 0].numpy()
+    return np.where(valid, scores, -np.inf).astype(np.float32)
+
+
 class VectorRetriever:
     """Serve a two-tower model: listing vectors encoded once, queries encoded on demand, exact search.
 

@@ -23,7 +23,7 @@ from retrieval_lib.infra.cache import cached
 from retrieval_lib.marketplace import ObservedMarketplace
 from retrieval_lib.text.wordpiece import TokenizedTexts, train_tokenizer
 from retrieval_lib.text.words import listing_documents
-from retrieval_lib.training.trainer import TrainConfig, TrainHistory, cached_training, train
+from retrieval_lib.training.loop import TrainConfig, TrainHistory, cached_training, train
 
 #: The book's listing transformer (chapters 5 and 6): one layer, width 64, sized for a laptop CPU.
 ENCODER_CONFIG = TransformerConfig(vocab_size=8000, dim=64, heads=4, layers=1, ff_dim=128, max_len=48)

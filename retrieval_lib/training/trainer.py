@@ -1,167 +1,25 @@
-"""One training loop for every model in the book, and the two-tower trainer built on it.
+"""The two-tower trainer: one step built from pluggable encoders, negative sources and a loss.
 
-:func:`train` runs epochs of shuffled batches with early stopping on a validation score (higher is
-better) and restores the best weights. :func:`fit_two_tower` builds every two-tower model's step from
-pluggable parts: the model's two encoders, one or more negative sources
-(:mod:`retrieval_lib.training.negatives`), their weights over training, and a loss
-(:mod:`retrieval_lib.training.losses`). A later chapter adds a sampler or a loss, not a training loop.
+:func:`fit_two_tower` builds every two-tower model's step from its two encoders, one or more negative
+sources (:mod:`retrieval_lib.training.negatives`), their weights over training, and a loss
+(:mod:`retrieval_lib.training.losses`), and runs it with the one training loop
+(:func:`~retrieval_lib.training.loop.train`). A later chapter adds a sampler or a loss, not a training
+loop.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
 
-from retrieval_lib.infra.cache import cached
-from retrieval_lib.infra.progress import progress_bar
-from retrieval_lib.infra.validation import positive_ints, positive_numbers
+from retrieval_lib.training.loop import M, TrainConfig, TrainHistory, steps_per_epoch, train
 from retrieval_lib.training.losses import Loss
 from retrieval_lib.training.negatives import Batch, Catalogue, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs
-
-M = TypeVar("M", bound=nn.Module)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings. ``patience`` epochs without a better validation score stop training."""
-
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    patience: int = 3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive_ints(self, ("epochs", "batch_size", "patience"))
-        positive_numbers(self, ("lr",))
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
-
-
-@dataclass
-class TrainHistory:
-    """What happened during training: mean loss and validation score per epoch, and the best epoch.
-
-    ``steps`` counts optimiser steps; ``sources`` holds what stateful negative sources report about
-    themselves (e.g. seconds spent refreshing an ANN index), keyed by source name.
-    """
-
-    train_loss: list[float] = field(default_factory=list)
-    valid_score: list[float] = field(default_factory=list)
-    best_epoch: int = -1
-    seconds: float = 0.0
-    stopped_early: bool = False
-    sources: dict[str, dict[str, float]] = field(default_factory=dict)
-    steps: int = 0
-
-    @property
-    def best_score(self) -> float:
-        """Validation score of the restored (best) epoch."""
-        return self.valid_score[self.best_epoch] if self.best_epoch >= 0 else float("nan")
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Optimiser steps in one epoch of :func:`batches` over ``n`` examples (a size-1 last batch is dropped)."""
-    full, rest = divmod(n, batch_size)
-    return full + (rest > 1)
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
-    """Shuffled index batches over ``n`` examples (the last one may be smaller; size-1 batches dropped)."""
-    order = torch.randperm(n, generator=generator).numpy()
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        if idx.size > 1:
-            yield idx
-
-
-class Optimizer:
-    """Adam for dense parameters plus SparseAdam for sparse embedding tables, stepped together.
-
-    Sparse gradients update only the hashed buckets a batch touches, which makes large embedding
-    tables cheap to train on a CPU.
-    """
-
-    def __init__(self, model: nn.Module, lr: float, weight_decay: float = 0.0) -> None:
-        sparse = [m.weight for m in model.modules()
-                  if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse and m.weight.requires_grad]
-        sparse_ids = {id(p) for p in sparse}
-        dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
-        self.optimizers: list[torch.optim.Optimizer] = []
-        if dense:
-            self.optimizers.append(torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay))
-        if sparse:
-            self.optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
-        if not self.optimizers:
-            raise ValueError("the model has no trainable parameters")
-
-    def zero_grad(self) -> None:
-        """Clear the gradients of every parameter."""
-        for opt in self.optimizers:
-            opt.zero_grad()
-
-    def step(self) -> None:
-        """Apply one update to every parameter."""
-        for opt in self.optimizers:
-            opt.step()
-
-
-def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarray], torch.Tensor],
-          validate: Callable[[nn.Module], float], config: TrainConfig, progress: bool = True
-          ) -> TrainHistory:
-    """Train ``model`` with early stopping; return the history and leave the best weights loaded.
-
-    ``step(model, batch_indices)`` returns the loss of one batch; ``validate(model)`` returns a score
-    where higher is better (e.g. validation recall).
-    """
-    if n_examples < 2:
-        raise ValueError(f"need at least 2 training examples, got {n_examples}")
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    opt = Optimizer(model, config.lr, config.weight_decay)
-    history = TrainHistory()
-    best_state: dict[str, Any] | None = None
-    start = time.perf_counter()
-    epochs = progress_bar(range(config.epochs), progress=progress, desc="epochs")
-    for epoch in epochs:
-        model.train()
-        losses = []
-        for idx in batches(n_examples, config.batch_size, generator):
-            opt.zero_grad()
-            loss = step(model, idx)
-            loss.backward()
-            opt.step()
-            history.steps += 1
-            losses.append(loss.item())
-        model.eval()
-        with torch.no_grad():
-            score = float(validate(model))
-        history.train_loss.append(float(np.mean(losses)))
-        history.valid_score.append(score)
-        epochs.set_postfix(loss=history.train_loss[-1], valid=score)
-        if history.best_epoch < 0 or score > history.best_score:
-            history.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - history.best_epoch >= config.patience:
-            history.stopped_early = True
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    history.seconds = time.perf_counter() - start
-    return history
 
 
 def describe(part: Any) -> Any:
@@ -268,25 +126,3 @@ def frozen_listings(model: M, encode_listings: Callable[[M, np.ndarray], torch.T
             return encode_listings(model, ids)
     finally:
         model.train(was_training)
-
-
-def cached_training(name: str, parts: dict[str, Any], fit: Callable[[], tuple[M, TrainHistory]],
-                    build: Callable[[], M], code: str | Sequence[str]) -> tuple[M, TrainHistory]:
-    """Return ``fit()`` through the artifact cache: weights as a safetensors state dict, history as JSON.
-
-    ``build()`` makes an untrained model of the right shape to load the weights into (no pickle is
-    ever unpickled, so a cache file cannot run code); ``code`` names the module(s) whose source joins
-    the cache key (see :func:`retrieval_lib.infra.cache.cached`).
-    """
-
-    def save(value: tuple[M, TrainHistory], folder: Path) -> None:
-        model, history = value
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
-        (folder / "history.json").write_text(json.dumps(asdict(history)))
-
-    def load(folder: Path) -> tuple[M, TrainHistory]:
-        model = build()
-        model.load_state_dict(load_file(folder / "model.safetensors"))
-        return model.eval(), TrainHistory(**json.loads((folder / "history.json").read_text()))
-
-    return cached(name, parts, fit, save, load, code=code)
