@@ -1,6 +1,8 @@
-"""What the benchmark scripts share: chapter 6's features for a preset, built through the artifact cache."""
+"""What the benchmark scripts share: chapter 6's features for a preset (through the artifact cache), their options."""
 
 from __future__ import annotations
+
+import argparse
 
 from retrieval_lib.encoders.graph import graph_embeddings
 from retrieval_lib.features.unified import UnifiedFeatures
@@ -16,3 +18,13 @@ def unified_features(preset: str) -> tuple[Marketplace, str, UnifiedFeatures]:
     tokenizer = listing_tokenizer(observed, fingerprint, vocab_size=ENCODER_CONFIG.vocab_size)
     doc2query, _ = doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG)
     return world, fingerprint, UnifiedFeatures.build(observed, tokenizer, doc2query.encoder, graph)
+
+
+def choice_parser(out: str, only_help: str = "variants named exactly so") -> argparse.ArgumentParser:
+    """The options every validation-choice benchmark takes: preset, seeds, a subset of variants, output file."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="book")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--only", nargs="*", default=None, help=only_help)
+    parser.add_argument("--out", default=out)
+    return parser

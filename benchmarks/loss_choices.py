@@ -16,14 +16,13 @@ Chapter 8 shows the full run's table from ``book/data/loss_choices.json`` (writt
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import unified_features
+from common import choice_parser, unified_features
 
 from retrieval_lib.evaluation.negatives import interaction_scores
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
@@ -58,13 +57,9 @@ def variants(per_epoch: int) -> dict[str, tuple[Loss, Recipe]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="book")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--only", nargs="*", default=None, help="variants named exactly so")
+    parser = choice_parser("benchmarks/results/loss_choices.json")
     parser.add_argument("--epochs", type=int, default=UNIFIED_TRAIN_CONFIG.epochs,
                         help="cap on epochs (early stopping as in the book)")
-    parser.add_argument("--out", default="benchmarks/results/loss_choices.json")
     args = parser.parse_args()
     world, fingerprint, features = unified_features(args.preset)
     valid = EvaluationSet.build(world, "valid")

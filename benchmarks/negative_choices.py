@@ -10,13 +10,12 @@ recall@100 on the validation window's whole-catalogue labels. Chapter 7 uses the
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import unified_features
+from common import choice_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
@@ -45,11 +44,7 @@ def recipes(per_epoch: int) -> dict[str, Recipe]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="book")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--only", nargs="*", default=None, help="variants named exactly so")
-    parser.add_argument("--out", default="benchmarks/results/negative_choices.json")
+    parser = choice_parser("benchmarks/results/negative_choices.json")
     args = parser.parse_args()
     world, fingerprint, features = unified_features(args.preset)
     observed = world.observed

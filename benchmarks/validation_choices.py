@@ -11,13 +11,12 @@ window's whole-catalogue labels.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import unified_features
+from common import choice_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
@@ -36,11 +35,7 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="book")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--only", nargs="*", default=None, help="variants whose name contains one of these")
-    parser.add_argument("--out", default="benchmarks/results/validation_choices.json")
+    parser = choice_parser("benchmarks/results/validation_choices.json", "variants whose name contains one of these")
     args = parser.parse_args()
     world, fingerprint, features = unified_features(args.preset)
     valid = EvaluationSet.build(world, "valid")
