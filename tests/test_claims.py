@@ -461,6 +461,8 @@ def test_hinge_labels_land_in_a_narrower_band_and_its_threshold_sits_higher(r):
     assert r["prune.hinge.label_score_iqr"] < min(r["prune.softmax.label_score_iqr"],
                                                   r["prune.pairwise.label_score_iqr"])
     assert r["prune.hinge.threshold_at_keep95"] > r["prune.softmax.threshold_at_keep95"]
+    assert abs(r["prune.hinge.label_score_median"] - r["loss.hinge.e_purchase"]) < 0.05  # "near"
+    assert r["prune.hinge.threshold_at_keep95"] > r["prune.hinge.list_end_median"]
 
 
 def test_a_cut_relative_to_each_querys_best_score_does_not_rescue_the_softmax(r):
