@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG
 from retrieval_lib.training.losses import (
     BOOK_HINGE,
     BOOK_PAIRWISE,
@@ -233,3 +234,15 @@ def test_the_book_settings_are_the_best_of_the_validation_sweep():
     inbatch_only = next(r for r in rows if r["variant"] == "hinge_inbatch_only")
     softmax = next(r for r in rows if r["variant"] == "softmax")
     assert inbatch_only["all"] < max(r["all"] for r in hinge) < softmax["all"]
+
+
+def test_a_longer_schedule_does_not_buy_the_hinges_recall_back():
+    """Chapter 8: "with twice the cap, early stopping ended the same hinge a few epochs later, and its recall
+    of the validation window's labels did not improve" (``loss_choices.py --epochs 30``)."""
+    data = Path(__file__).resolve().parents[1] / "book" / "data"
+    book = {r["variant"]: r for r in json.loads((data / "loss_choices.json").read_text())}
+    (longer,) = json.loads((data / "loss_choices_30_epochs.json").read_text())
+    same = book[longer["variant"]]
+    assert longer["loss"] == same["loss"] and longer["loss"]["e_neg"] == BOOK_HINGE.e_neg
+    assert same["epochs_run"] == UNIFIED_TRAIN_CONFIG.epochs < longer["epochs_run"] < 2 * UNIFIED_TRAIN_CONFIG.epochs
+    assert longer["all"] <= same["all"]
