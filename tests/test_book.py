@@ -45,6 +45,11 @@ REQUIRED = [
     *(f"prune.{n}.removed_at_keep95" for n in ("softmax", "pairwise", "hinge")),
     *(f"loss.hinge.e_{k}" for k in ("purchase", "cart", "click", "neg")),
     "loss.hinge_minus_softmax.recall@100.all.ci_low", "loss.hinge_minus_softmax.recall@100.all.ci_high",
+    "ann.hnsw.recall_vs_exact@100", "ann.hnsw.ms_per_query", "ann.exact.ms_per_query",
+    "ann.faiss_ivfpq.recall_vs_exact@100", "ann.boosted.recall_vs_exact_min",
+    *(f"boosting.{n}.recall@100.{s}" for n in ("none", "multiplicative", "additive") for s in ("all", "head", "tail")),
+    "boosting.additive_minus_none.recall@100.all.ci_low", "boosting.additive_minus_none.recall@100.all.ci_high",
+    "boosting.trials", "boosting.tune_seconds",
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")
