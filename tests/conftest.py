@@ -9,8 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from tokenizers import Tokenizer
 
+from retrieval_lib.encoders.graph import Node2VecConfig, fit_graph_embeddings
+from retrieval_lib.encoders.transformer import ListingEncoder, TransformerConfig
+from retrieval_lib.features.unified import UnifiedFeatures
 from retrieval_lib.infra import results
 from retrieval_lib.infra.cache import CACHE_ENV
 from retrieval_lib.marketplace import Marketplace, generate
@@ -42,6 +46,20 @@ def tiny_world() -> Marketplace:
 def tiny_tokenizer(tiny_world: Marketplace) -> Tokenizer:
     """The listing tokenizer of the tiny world, with the 1,000-token vocabulary the tiny encoders use."""
     return listing_tokenizer(tiny_world.observed, "tiny-test", vocab_size=TINY_VOCAB)
+
+
+#: Hash buckets of the tiny unified features (the tests' unified models must use the same).
+TINY_BUCKETS = 2**14
+
+
+@pytest.fixture(scope="session")
+def tiny_unified_features(tiny_world: Marketplace, tiny_tokenizer: Tokenizer) -> UnifiedFeatures:
+    """Unified-model features of the tiny world, with a small untrained (seeded) text encoder and a quick graph."""
+    torch.manual_seed(0)
+    encoder = ListingEncoder(TransformerConfig(vocab_size=TINY_VOCAB, dim=16, heads=2, layers=1, ff_dim=32))
+    graph = fit_graph_embeddings(tiny_world.observed, Node2VecConfig(dim=8, num_walks=2, walk_length=8))
+    return UnifiedFeatures.build(tiny_world.observed, tiny_tokenizer, encoder, graph, n_buckets=TINY_BUCKETS,
+                                 max_history=8)
 
 
 @pytest.fixture(scope="session")

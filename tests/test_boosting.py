@@ -8,9 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-from retrieval_lib.encoders.graph import Node2VecConfig, fit_graph_embeddings
-from retrieval_lib.encoders.transformer import ListingEncoder, TransformerConfig
-from retrieval_lib.features.unified import UnifiedFeatures
 from retrieval_lib.marketplace import ObservedMarketplace
 from retrieval_lib.models.unified import UnifiedConfig, UnifiedModel, UnifiedRetriever
 from retrieval_lib.serving.ann import HNSWIndex, overlap_at_k
@@ -28,20 +25,15 @@ from retrieval_lib.serving.boosting import (
 )
 from retrieval_lib.serving.exact import exact_top_k
 
-BUCKETS = 2**14
 K = 50
 
 
 @pytest.fixture(scope="module")
-def retriever(tiny_world, tiny_tokenizer):
+def retriever(tiny_unified_features):
     """An untrained (seeded) unified model over the tiny world: boosting's algebra needs no training."""
-    observed = tiny_world.observed
+    features = tiny_unified_features
     torch.manual_seed(0)
-    encoder = ListingEncoder(TransformerConfig(vocab_size=1000, dim=16, heads=2, layers=1, ff_dim=32))
-    graph = fit_graph_embeddings(observed, Node2VecConfig(dim=8, num_walks=2, walk_length=8))
-    features = UnifiedFeatures.build(observed, tiny_tokenizer, encoder, graph, n_buckets=BUCKETS, max_history=8)
-    torch.manual_seed(0)
-    model = UnifiedModel(UnifiedConfig(n_buckets=BUCKETS, term_dim=32, hidden=64, out_dim=32), features.dims)
+    model = UnifiedModel(UnifiedConfig(n_buckets=features.n_buckets, term_dim=32, hidden=64, out_dim=32), features.dims)
     return UnifiedRetriever(model, features)
 
 

@@ -4,10 +4,7 @@ import pytest
 import torch
 
 from retrieval_lib.baselines.popularity import PopularityRetriever
-from retrieval_lib.encoders.graph import Node2VecConfig, fit_graph_embeddings
-from retrieval_lib.encoders.transformer import ListingEncoder, TransformerConfig
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
-from retrieval_lib.features.unified import UnifiedFeatures
 from retrieval_lib.models.unified import (
     COMPONENTS,
     UnifiedConfig,
@@ -28,12 +25,8 @@ TRAIN = TrainConfig(epochs=4, batch_size=128, lr=3e-3, patience=2)
 
 
 @pytest.fixture(scope="module")
-def features(tiny_world, tiny_tokenizer):
-    observed = tiny_world.observed
-    torch.manual_seed(0)
-    encoder = ListingEncoder(TransformerConfig(vocab_size=1000, dim=16, heads=2, layers=1, ff_dim=32))
-    graph = fit_graph_embeddings(observed, Node2VecConfig(dim=8, num_walks=2, walk_length=8))
-    return UnifiedFeatures.build(observed, tiny_tokenizer, encoder, graph, n_buckets=BUCKETS, max_history=8)
+def features(tiny_unified_features):
+    return tiny_unified_features
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,19 @@ def mips_to_l2_queries(queries: np.ndarray) -> np.ndarray:
     return np.hstack([q, np.zeros((len(q), 1), dtype=np.float32)])
 
 
+def check_queries(queries: np.ndarray | torch.Tensor, dim: int, k: int) -> np.ndarray:
+    """Query vectors as float32 after checking them against an index of dimension ``dim``, and ``k > 0``."""
+    q = as_float32(queries)
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"query vectors have dimension {q.shape[-1] if q.ndim else 0} (shape {q.shape}), "
+                         f"the index holds dimension {dim}")
+    if not np.isfinite(q).all():
+        raise ValueError("query vectors contain NaN or infinity")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    return q
+
+
 class HNSWIndex:
     """An HNSW index for maximum inner product over item vectors, built reproducibly (fixed seed, one thread).
 
@@ -136,14 +149,7 @@ class HNSWIndex:
         """Top-``k`` item ids and inner products per query (padded with ``PAD`` if ``k`` exceeds the items)."""
         if self.index is None:
             raise RuntimeError("call build() before search()")
-        q = as_float32(queries)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query vectors have dimension {q.shape[-1] if q.ndim else 0} (shape {q.shape}), "
-                             f"the index holds dimension {self.dim}")
-        if not np.isfinite(q).all():
-            raise ValueError("query vectors contain NaN or infinity")
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+        q = check_queries(queries, self.dim, k)
         k_found = min(k, len(self.item_ids))
         self.index.set_ef(max(self.ef, k_found))
         searched = mips_to_l2_queries(q) if self.space == "l2" else q

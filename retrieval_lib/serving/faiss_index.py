@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 import torch
 
-from retrieval_lib.serving.ann import as_float32
+from retrieval_lib.serving.ann import as_float32, check_queries
 from retrieval_lib.serving.base import PAD, SearchResult
 from retrieval_lib.serving.exact import candidate_scores
 
@@ -95,14 +95,7 @@ class FaissIndex:
         """Top-``k`` ids and inner products (exact ones after re-ranking, the codes' estimates without)."""
         if self.index is None:
             raise RuntimeError("call build() before search()")
-        q = as_float32(queries)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query vectors have dimension {q.shape[-1] if q.ndim else 0}, "
-                             f"the index holds dimension {self.dim}")
-        if not np.isfinite(q).all():
-            raise ValueError("query vectors contain NaN or infinity")
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+        q = check_queries(queries, self.dim, k)
         faiss.omp_set_num_threads(self.threads)
         fetch = min(k * max(self.rerank, 1), len(self.item_ids))
         scores, rows = self.index.search(q, fetch)
