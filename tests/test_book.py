@@ -4,12 +4,13 @@ and one strict executed build."""
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
-from nbclient import NotebookClient
 
 from retrieval_lib.infra import results
 
@@ -87,6 +88,18 @@ def test_prose_quotes_no_hand_typed_numbers(path):
         assert not HAND_NUMBER.search(prose), f"{path.name}: hand-typed number in prose: {found} in {source[:80]!r}"
 
 
+#: Columns of code the book's page shows without scrolling (the theme's code box at 1280 px).
+PAGE_COLUMNS = 88
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_code_fits_the_page(path):
+    nb = nbformat.read(path, as_version=4)
+    long = [line for cell in nb.cells if cell.cell_type == "code" for line in cell.source.splitlines()
+            if len(line) > PAGE_COLUMNS]
+    assert not long, f"{path.name}: {len(long)} code lines over {PAGE_COLUMNS} characters, e.g. {long[0]!r}"
+
+
 def test_hand_number_pattern_catches_typed_figures():
     assert HAND_NUMBER.search("BM25 reaches 0.27 on head queries")
     assert HAND_NUMBER.search("only 12% of tail queries")
@@ -125,28 +138,44 @@ def test_preface_table_names_files_that_exist():
             assert found or chapter >= 7, f"chapter {chapter}: retrieval_lib/{name} does not exist"
 
 
-def _execute(path: Path, results_file: Path, cache: Path) -> None:
-    nb = nbformat.read(path, as_version=4)
-    env_before = dict(os.environ)
-    os.environ.update({"RETRIEVAL_LIB_PRESET": "tiny", "RETRIEVAL_LIB_RESULTS": str(results_file),
-                       "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1"})
-    try:
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
+#: Threads each tiny run may use: two runs side by side on two cores, one thread each, no contention.
+SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+#: Executes the notebooks named on its command line in order, in one process (the env sets the preset).
+RUN_CHAPTERS = """
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+for name in sys.argv[1:]:
+    path = Path(name)
+    NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+"""
+
+
+def _start_tiny_run(paths: list[Path], results_file: Path, cache: Path) -> subprocess.Popen:
+    """Execute ``paths`` in order on the tiny preset with an empty ``cache``, in a process of their own."""
+    env = {**os.environ, **SINGLE_THREAD, "RETRIEVAL_LIB_PRESET": "tiny", "RETRIEVAL_LIB_RESULTS": str(results_file),
+           "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, "-c", RUN_CHAPTERS, *map(str, paths)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.mark.book
 def test_same_seed_gives_identical_results(tmp_path):
-    """Run every chapter twice on the tiny preset, each with an empty cache: identical recorded figures."""
-    runs = []
-    for i in range(2):
-        out = tmp_path / f"run{i}.json"
-        for path in CHAPTERS:
-            _execute(path, out, tmp_path / f"cache{i}")
-        runs.append(results.deterministic(json.loads(out.read_text())))
+    """Run every chapter twice on the tiny preset, each with an empty cache: identical recorded figures.
+
+    The two runs go side by side, one thread each (same config, same thread count: identical results).
+    """
+    outs = [tmp_path / f"run{i}.json" for i in range(2)]
+    procs = [_start_tiny_run(CHAPTERS, out, tmp_path / f"cache{i}") for i, out in enumerate(outs)]
+    logs = [p.communicate()[0] for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, f"a tiny run failed:\n{log[-3000:]}"
+    runs = [results.deterministic(json.loads(out.read_text())) for out in outs]
     assert runs[0] and runs[0] == runs[1]
 
 
