@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HNSWLIB_NO_NATIVE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install book test lint lab benchmark clean
+.PHONY: install browser book test lint lab benchmark clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ install: $(STAMP)
 book: $(STAMP)
 	$(PY) book/build.py
 
-## Install and run the whole test suite (unit tests, then the executed book and its claims).
-test: $(STAMP)
+## Debian's headless Chromium and its driver, for the browser check of the built book (apt-get, when missing).
+browser:
+	@if ! command -v chromium > /dev/null || ! command -v chromedriver > /dev/null; then \
+	    sudo=""; if [ "$$(id -u)" -ne 0 ] && command -v sudo > /dev/null; then sudo="sudo"; fi; \
+	    $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
+## Install and run the whole test suite (unit tests, then the executed book, its claims and a browser check).
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 lint: $(STAMP)

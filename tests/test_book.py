@@ -127,15 +127,68 @@ def test_api_page_documents_every_module():
     assert not missing, f"book/api.md does not document {missing}"
 
 
+#: A library file in the preface's table: {py:mod}`path <module>`, linked to its API documentation, or
+#: `path` in code for a file that a future chapter will add.
+PREFACE_FILE = re.compile(r"\{py:mod\}`([^`<]+?) <([\w.]+)>`|(?<!\})`([^`]+)`")
+
+
 def test_preface_table_names_files_that_exist():
     preface = "\n".join(_markdown(ROOT / "notebooks" / "00_preface.ipynb"))
+    api = (ROOT / "book" / "api.md").read_text()
     rows = [line for line in preface.splitlines() if re.match(r"\| \d+ \|", line)]
     assert len(rows) == 10
     for row in rows:
         chapter = int(row.split("|")[1])
-        for name in re.findall(r"`([\w/*]+\.py)`", row):
-            found = list((ROOT / "retrieval_lib").glob(name))
-            assert found or chapter >= 7, f"chapter {chapter}: retrieval_lib/{name} does not exist"
+        named = PREFACE_FILE.findall(row.split("|")[-2])
+        assert named, f"chapter {chapter} names no files"
+        for shown, module, plain in named:
+            name = shown or plain
+            assert (ROOT / "retrieval_lib" / name).exists() or chapter >= 10, \
+                f"chapter {chapter}: retrieval_lib/{name} does not exist"
+            if not module:
+                assert chapter >= 10, f"chapter {chapter}: link `{name}` to its API documentation with {{py:mod}}"
+                continue
+            own = ".".join(("retrieval_lib", *Path(name).with_suffix("").parts)).removesuffix(".__init__")
+            package = own.rsplit(".", 1)[0]
+            assert module == own or (own in DOCUMENTED_VIA_PACKAGE and module == package), \
+                f"chapter {chapter}: {name} links to {module}"
+            assert f"automodule:: {module}\n" in api, f"chapter {chapter}: book/api.md does not document {module}"
+
+
+GLOSSARY = ROOT / "book" / "glossary.md"
+#: A link to a glossary term: {term}`term` or {term}`shown text <term>`.
+TERM_ROLE = re.compile(r"\{term\}`([^`]*)`")
+
+
+def _glossary_terms() -> list[str]:
+    """The terms of book/glossary.md: the unindented lines of its glossary directive."""
+    body = re.search(r"```\{glossary\}\n(.*?)\n```", GLOSSARY.read_text(), re.S)
+    assert body, "book/glossary.md has no {glossary} directive"
+    return [line.strip() for line in body.group(1).splitlines() if line.strip() and not line.startswith((" ", ":"))]
+
+
+def _term_target(role_text: str) -> str:
+    explicit = re.fullmatch(r"(.*?)\s*<([^<>]+)>", role_text, re.S)
+    return explicit.group(2) if explicit else role_text
+
+
+def test_glossary_is_in_the_toc_and_every_term_is_linked():
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    assert "book/glossary" in [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    terms = _glossary_terms()
+    assert terms and len(set(terms)) == len(terms), "glossary terms must be unique"
+    linked = {path.name: {_term_target(t) for source in _markdown(path) for t in TERM_ROLE.findall(source)}
+              for path in NOTEBOOKS}
+    from_chapters = set().union(*(linked[path.name] for path in CHAPTERS))
+    unlinked = [term for term in terms if term not in from_chapters]
+    assert not unlinked, f"glossary terms no chapter links to: {unlinked}"
+    references = set().union(*linked.values()) | {_term_target(t) for t in TERM_ROLE.findall(GLOSSARY.read_text())}
+    unknown = sorted(references - set(terms))
+    assert not unknown, f"{{term}} links to terms the glossary lacks (Sphinx needs the exact term): {unknown}"
+    for path in NOTEBOOKS:
+        headings = [line for source in _markdown(path) for line in source.splitlines()
+                    if line.startswith("#") and "{term}" in line]
+        assert not headings, f"{path.name}: glossary links in headings: {headings}"
 
 
 #: Threads each tiny run may use: two runs side by side on two cores, one thread each, no contention.
