@@ -191,8 +191,9 @@ def test_glossary_is_in_the_toc_and_every_term_is_linked():
         assert not headings, f"{path.name}: glossary links in headings: {headings}"
 
 
-#: Threads each tiny run may use: two runs side by side on two cores, one thread each, no contention.
-SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+#: One thread and one training worker per tiny run: the two runs go side by side on the two cores.
+SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                        "RETRIEVAL_LIB_WORKERS")}
 
 #: Executes the notebooks named on its command line in order, in one process (the env sets the preset).
 RUN_CHAPTERS = """

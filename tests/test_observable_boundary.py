@@ -20,9 +20,10 @@ ALLOWED_COLUMNS = {
     "impressions": {"session_id", "listing_id", "position", "click", "cart", "purchase"},
     "archive": {"user_id", "query", "day", "listing_id", "click", "cart", "purchase"},
 }
-#: What may read latent truth, relative to the package: the generator itself (a whole subpackage) and
-#: the evaluation modules that score against it. Nothing else, not even the rest of ``evaluation/``.
-LATENT_PACKAGES = {("marketplace",)}
+#: What may read latent truth, relative to the package: the generator itself and the simulated A/B
+#: test's buyers (whole subpackages), and the evaluation modules that score against it. Nothing else, not
+#: even the rest of ``evaluation/``.
+LATENT_PACKAGES = {("marketplace",), ("simulation",)}
 LATENT_MODULES = {("evaluation", "offline.py"), ("evaluation", "probes.py"), ("evaluation", "oracle.py")}
 
 

@@ -64,16 +64,34 @@ def paired_bootstrap(a: EvaluationResult, b: EvaluationResult, metric: str = "re
     if len(ra) == 0:
         raise ValueError(f"no sessions in group {group!r}")
     diff = ra[metric].to_numpy(dtype=float) - rb[metric].to_numpy(dtype=float)
-    buyers, buyer = np.unique(ra["user_id"].to_numpy(), return_inverse=True)
-    sums = np.bincount(buyer, weights=diff, minlength=buyers.size)
-    counts = np.bincount(buyer, minlength=buyers.size).astype(float)
+    buyers = ra["user_id"].to_numpy()
+    low, high = buyer_bootstrap(buyers, [diff, np.ones_like(diff)], lambda s: s[0] / s[1], n_boot, level, seed)
+    return PairedDifference(float(diff.mean()), low, high, level, len(diff), len(np.unique(buyers)))
+
+
+def buyer_bootstrap(buyers: np.ndarray, columns: list[np.ndarray], statistic: Callable[[list[float]], float],
+                    n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``statistic`` over bootstrap resamples of *buyers* (all their sessions together).
+
+    ``columns`` are per-session values; each resample draws buyers with replacement and hands
+    ``statistic`` the resampled sum of every column (e.g. ``s[0] / s[1]`` for a mean, or the ratio of
+    two arms' purchases minus 1 for a lift). Returns ``(low, high)``.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 100:
+        raise ValueError(f"n_boot must be at least 100, got {n_boot}")
+    ids, buyer = np.unique(np.asarray(buyers), return_inverse=True)
+    if ids.size == 0:
+        raise ValueError("no sessions to resample")
+    sums = [np.bincount(buyer, weights=np.asarray(c, dtype=float), minlength=ids.size) for c in columns]
     rng = np.random.default_rng(seed)
     boot = np.empty(n_boot)
     for i in range(n_boot):
-        weight = np.bincount(rng.integers(buyers.size, size=buyers.size), minlength=buyers.size)
-        boot[i] = weight @ sums / (weight @ counts)
+        weight = np.bincount(rng.integers(ids.size, size=ids.size), minlength=ids.size)
+        boot[i] = statistic([float(weight @ s) for s in sums])
     low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return PairedDifference(float(diff.mean()), float(low), float(high), level, len(diff), int(buyers.size))
+    return float(low), float(high)
 
 
 def seed_runs(run: Callable[[int], EvaluationResult], seeds: Iterable[int] = (0, 1, 2), metric: str = "recall@100",

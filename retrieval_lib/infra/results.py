@@ -88,6 +88,32 @@ def metadata(path: str | Path | None = None) -> dict[str, str]:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
+def _write(data: dict[str, Any], path: Path) -> None:
+    """Replace ``path`` atomically with ``data`` (sorted keys): a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        json.dump(dict(sorted(data.items())), tmp, indent=1)
+    os.replace(tmp.name, path)
+
+
+def merge(paths: list[str | Path], into: str | Path) -> dict[str, float]:
+    """Write the results of ``paths`` (missing files skipped), later files winning, into one file.
+
+    The book records each chapter into a file of its own (chapters may run side by side) and merges
+    them in chapter order. Raises ``ValueError`` if the files belong to different worlds.
+    """
+    merged: dict[str, Any] = {}
+    for path in paths:
+        data = _read(path)
+        if not data:
+            continue
+        if merged and data.get(META_KEY) != merged.get(META_KEY):
+            raise ValueError(f"{path} holds results of another world than the files before it")
+        merged.update(data)
+    _write(merged, Path(into))
+    return {k: v for k, v in merged.items() if k != META_KEY}
+
+
 def _check(key: str, value: object) -> float | int:
     if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise ValueError(f"result key {key!r} must be lower-case dot-separated words, e.g. 'bm25.recall@100.all'")
@@ -120,10 +146,7 @@ def record(key: str, value: float, path: str | Path | None = None, glue: bool = 
         data = {}
     data[META_KEY] = dict(_bound)
     data[key] = number
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=p.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(dict(sorted(data.items())), tmp, indent=1)
-    os.replace(tmp.name, p)
+    _write(data, p)
     if glue:
         _glue(key, number)
 

@@ -31,10 +31,54 @@ def quality_multiplier(listings: pd.DataFrame) -> np.ndarray:
     return 0.75 + 0.5 / (1.0 + np.exp(-z / 2))
 
 
+#: The constant of reciprocal-rank fusion: a listing at rank r (from 1) of a source scores 1 / (RRF_K + r).
+RRF_K = 60
+
+
+def fuse_rankings(rankings: list[np.ndarray], depth: int, k: int = RRF_K) -> np.ndarray:
+    """Reciprocal-rank fusion of ranked id lists: ``(n, depth)`` ids by the sum of ``1 / (k + rank)``.
+
+    Each ranking is ``(n, d_i)`` listing ids, best first, ``PAD`` padded; a listing in several rankings
+    adds up its scores. Ties go to the smaller listing id. One ranking alone comes back unchanged
+    (cut to ``depth``). Fusing ranks needs no common score scale, which BM25 and cosines lack.
+    """
+    if not rankings or depth < 1:
+        raise ValueError("need at least one ranking and depth >= 1")
+    n = rankings[0].shape[0]
+    if any(r.ndim != 2 or r.shape[0] != n for r in rankings):
+        raise ValueError(f"every ranking must be 2-D with {n} rows, got {[r.shape for r in rankings]}")
+    ids = np.concatenate(rankings, axis=1).astype(np.int64)
+    gain = np.concatenate([np.broadcast_to(1.0 / (k + 1 + np.arange(r.shape[1])), r.shape) for r in rankings],
+                          axis=1)
+    row = np.repeat(np.arange(n), ids.shape[1]).reshape(ids.shape)
+    keep = ids != PAD
+    row, ids, gain = row[keep], ids[keep], gain[keep]
+    order = np.lexsort((ids, row))
+    row, ids, gain = row[order], ids[order], gain[order]
+    first = np.flatnonzero(np.r_[True, (row[1:] != row[:-1]) | (ids[1:] != ids[:-1])])
+    total = np.add.reduceat(gain, first) if first.size else gain
+    row, ids = row[first], ids[first]
+    best = np.lexsort((ids, -total, row))
+    row, ids = row[best], ids[best]
+    rank = np.arange(row.size) - np.searchsorted(row, row)
+    fused = np.full((n, depth), PAD, dtype=np.int64)
+    top = rank < depth
+    fused[row[top], rank[top]] = ids[top]
+    return fused
+
+
 def show_pages(cfg: MarketplaceConfig, latent: LatentTruth, listings: pd.DataFrame, queries: list[str],
-               rng: np.random.Generator, progress: bool = False) -> np.ndarray:
-    """The result page (``n_sessions x page_size`` listing ids, ``PAD`` for empty slots) of every session."""
+               rng: np.random.Generator, progress: bool = False, extra: np.ndarray | None = None) -> np.ndarray:
+    """The result page (``n_sessions x page_size`` listing ids, ``PAD`` for empty slots) of every session.
+
+    ``extra`` (``n_sessions x k`` listing ids, best first, ``PAD`` padded) adds a second candidate
+    source, as a new retrieval system is added beside the old one: its listings that exist at the
+    request are fused with the lexical ranking (:func:`fuse_rankings`) before the page is cut, and the
+    exploration slots follow exactly as without it (same draws from ``rng``).
+    """
     n = len(queries)
+    if extra is not None and (extra.ndim != 2 or extra.shape[0] != n):
+        raise ValueError(f"extra candidates must have one row per session ({n}), got shape {extra.shape}")
     intent, L = latent.intents, latent.listings
     unique, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
     bm25 = BM25Retriever(n_threads=-1).fit(listings)
@@ -48,9 +92,17 @@ def show_pages(cfg: MarketplaceConfig, latent: LatentTruth, listings: pd.DataFra
         score = score_u[inverse[rows]] * qmult[np.where(cand >= 0, cand, 0)]
         ok = (cand >= 0) & (L["created_day"][np.where(cand >= 0, cand, 0)] <= intent["day"][rows][:, None])
         score = np.where(ok, score, -np.inf)
-        top = np.argsort(-score, axis=1, kind="stable")[:, : cfg.page_size]
-        page = np.take_along_axis(cand, top, axis=1)
-        page = np.where(np.isfinite(np.take_along_axis(score, top, axis=1)), page, PAD)
+        if extra is None:
+            top = np.argsort(-score, axis=1, kind="stable")[:, : cfg.page_size]
+            page = np.take_along_axis(cand, top, axis=1)
+            page = np.where(np.isfinite(np.take_along_axis(score, top, axis=1)), page, PAD)
+        else:
+            order = np.argsort(-score, axis=1, kind="stable")
+            lexical = np.where(np.isfinite(np.take_along_axis(score, order, axis=1)),
+                               np.take_along_axis(cand, order, axis=1), PAD)
+            more = extra[rows]
+            exists = (more >= 0) & (L["created_day"][np.where(more >= 0, more, 0)] <= intent["day"][rows][:, None])
+            page = fuse_rankings([lexical, np.where(exists, more, PAD)], cfg.page_size)
         pages[rows] = page
     # exploration slots and empty slots: a listing of the product type a query classifier predicts
     explore = (rng.random(pages.shape) < cfg.explore_rate) | (pages == PAD)
@@ -76,13 +128,40 @@ def show_pages(cfg: MarketplaceConfig, latent: LatentTruth, listings: pd.DataFra
     return pages
 
 
-def simulate_funnel(cfg: MarketplaceConfig, latent: LatentTruth, pages: np.ndarray, rng: np.random.Generator
-                    ) -> pd.DataFrame:
+def keyed_uniform(seed: int, stream: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Uniform numbers in (0, 1) that depend only on ``(seed, stream, a, b)``, elementwise.
+
+    A counter-based generator (SplitMix64's mixing function): the number for a (request, listing) pair
+    is the same whatever else is drawn, which is what common random numbers across A/B arms need.
+    """
+    if seed < 0 or stream < 0:
+        raise ValueError(f"seed and stream must be non-negative, got {seed} and {stream}")
+
+    def mix(x: np.ndarray) -> np.ndarray:
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        key = mix(np.array([seed], dtype=np.uint64) * golden + np.uint64(stream))
+        x = mix(key ^ (np.asarray(a, dtype=np.int64).astype(np.uint64) * golden))
+        x = mix(x ^ (np.asarray(b, dtype=np.int64).astype(np.uint64) + golden))
+    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+
+
+def simulate_funnel(cfg: MarketplaceConfig, latent: LatentTruth, pages: np.ndarray, rng: np.random.Generator,
+                    common: int | None = None) -> pd.DataFrame:
     """Impressions with graded outcomes: examine (position bias) -> click -> add to cart -> purchase.
 
     One noisy utility draw per impression decides all stages: a click needs it above the click
     threshold, a cart above the cart threshold, and at most one purchase per session goes to the best
-    carted listing if it clears the purchase threshold.
+    carted listing if it clears the purchase threshold. With ``common`` (a seed) the noise of each
+    (session, listing) pair and the examination draw of each (session, position) come from
+    :func:`keyed_uniform` instead of ``rng``: two pages for the same sessions then share their random
+    numbers wherever they show the same listing (common random numbers).
     """
     n, page = pages.shape
     sess = np.repeat(np.arange(n), page)
@@ -95,8 +174,14 @@ def simulate_funnel(cfg: MarketplaceConfig, latent: LatentTruth, pages: np.ndarr
     for start in range(0, lid.size, chunk):
         sl = slice(start, start + chunk)
         value[sl] = utility(latent, sess[sl], lid[sl][:, None])[:, 0]
-    value += rng.gumbel(size=lid.size)
-    examined = rng.random(lid.size) < (1.0 / (1.0 + pos)) ** cfg.position_bias
+    if common is None:
+        noise = rng.gumbel(size=lid.size)
+        look = rng.random(lid.size)
+    else:
+        noise = -np.log(-np.log(keyed_uniform(common, 0, sess, lid)))  # Gumbel, as rng.gumbel draws
+        look = keyed_uniform(common, 1, sess, pos)
+    value += noise
+    examined = look < (1.0 / (1.0 + pos)) ** cfg.position_bias
     click = examined & (value > cfg.click_threshold)
     cart = click & (value > cfg.cart_threshold)
     purchase = np.zeros(lid.size, bool)

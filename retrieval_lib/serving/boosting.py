@@ -73,7 +73,8 @@ def hydrate_queries(vectors: np.ndarray | torch.Tensor, w: np.ndarray | torch.Te
     return torch.cat([q, w.expand(len(q), -1)], dim=1)
 
 
-def _check_weights(w: np.ndarray, n_features: int) -> np.ndarray:
+def check_weights(w: np.ndarray, n_features: int) -> np.ndarray:
+    """``w`` as float32 after checking it has one weight per quality feature."""
     w = np.asarray(w, dtype=np.float32)
     if w.shape != (n_features,):
         raise ValueError(f"boosting weights have {w.size} entries, the quality features {n_features}")
@@ -92,7 +93,7 @@ class BoostedRetriever:
                  index: HNSWIndex | None = None) -> None:
         self.retriever = retriever
         self.items = hydrate_listings(retriever.listing_vectors, quality)
-        self.w = _check_weights(w, self.items.shape[1] - retriever.listing_vectors.shape[1])
+        self.w = check_weights(w, self.items.shape[1] - retriever.listing_vectors.shape[1])
         self.index = index
         if index is not None and index.dim == 0:
             index.build(self.items, retriever.listing_ids)
@@ -174,7 +175,7 @@ class PurchaseRecall:
 
     def __call__(self, w: np.ndarray) -> float:
         """Share of the purchases whose listing is in the top ``k`` of ``q.p + w.f(p)``."""
-        q = hydrate_queries(self.queries, _check_weights(w, self.n_features))
+        q = hydrate_queries(self.queries, check_weights(w, self.n_features))
         ids = exact_top_k(q, self.items, self.k, item_ids=self.listing_ids).ids
         return float((ids == self.targets[:, None]).any(axis=1).mean())
 
