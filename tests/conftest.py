@@ -18,6 +18,8 @@ from retrieval_lib.features.unified import UnifiedFeatures
 from retrieval_lib.infra import results
 from retrieval_lib.infra.cache import CACHE_ENV
 from retrieval_lib.marketplace import Marketplace, generate
+from retrieval_lib.pipeline import build_system
+from retrieval_lib.serving.search import Retriever
 from retrieval_lib.training.pretraining import listing_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +62,12 @@ def tiny_unified_features(tiny_world: Marketplace, tiny_tokenizer: Tokenizer) ->
     graph = fit_graph_embeddings(tiny_world.observed, Node2VecConfig(dim=8, num_walks=2, walk_length=8))
     return UnifiedFeatures.build(tiny_world.observed, tiny_tokenizer, encoder, graph, n_buckets=TINY_BUCKETS,
                                  max_history=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_system(tiny_world: Marketplace) -> Retriever:
+    """The complete served system of the tiny world (book settings), built once into the test cache."""
+    return build_system(tiny_world)
 
 
 @pytest.fixture(scope="session")

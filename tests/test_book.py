@@ -51,6 +51,9 @@ REQUIRED = [
     *(f"boosting.{n}.recall@100.{s}" for n in ("none", "multiplicative", "additive") for s in ("all", "head", "tail")),
     "boosting.additive_minus_none.recall@100.all.ci_low", "boosting.additive_minus_none.recall@100.all.ci_high",
     "boosting.trials", "boosting.tune_seconds",
+    "abtest.control.purchase_rate", "abtest.treatment.purchase_rate", "abtest.lift", "abtest.lift_ci_low",
+    "abtest.lift_ci_high", *(f"abtest.lift.{s}" for s in ("head", "torso", "tail")), "abtest.aa_ci_low",
+    "abtest.aa_ci_high", "service.p50_ms", "service.p99_ms", "service.qps", "system.build_seconds",
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")
@@ -191,9 +194,8 @@ def test_glossary_is_in_the_toc_and_every_term_is_linked():
         assert not headings, f"{path.name}: glossary links in headings: {headings}"
 
 
-#: One thread and one training worker per tiny run: the two runs go side by side on the two cores.
-SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                        "RETRIEVAL_LIB_WORKERS")}
+#: Threads each tiny run may use: two runs side by side on two cores, one thread each, no contention.
+SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 #: Executes the notebooks named on its command line in order, in one process (the env sets the preset).
 RUN_CHAPTERS = """

@@ -548,3 +548,79 @@ def test_the_reduced_index_finds_the_boosted_top_100_and_the_raw_ip_index_does_n
     assert r["ann.boosted_ip.recall_vs_exact_w0"] == r["ann.boosted_ip.recall_vs_exact_min"]
     assert r["ann.boosted_ip.w_rank_correlation"] > 0.5
     assert 1.0 <= r["ann.hydrated_norm_min"] < r["ann.hydrated_norm_max"] < 3.0
+
+
+# --- chapter 10: the whole system -----------------------------------------------------------------
+
+def test_the_pipeline_serves_chapter_9s_choices(r):
+    """"the choices are chapter 9's": the same w and the same HNSW setting."""
+    for name in ("rating", "reviews", "freshness", "shop_sales"):
+        assert r[f"system.w.{name}"] == pytest.approx(r[f"boosting.w.{name}"], abs=1e-6)
+    assert (r["system.index_m"], r["system.index_ef"]) == (r["ann.boosted.m"], r["ann.boosted.ef"])
+    assert r["system.valid_recall_vs_exact"] >= 0.99
+
+
+def test_the_boost_is_small_next_to_the_cosine_in_the_traced_request(r):
+    assert 0 < r["trace.boost_max"] < r["trace.cosine_min"] / 4
+    assert r["trace.candidates"] == 4 * 8
+
+
+def test_every_bad_request_got_a_4xx(r):
+    assert r["service.bad_requests_4xx"] == r["service.bad_requests"] >= 5
+    assert r["service.errors"] == 0
+
+
+def test_the_service_p99_is_under_50_ms_at_the_chapters_concurrency(r):
+    # issue 15's acceptance, and "one request at a time, under the paper's 18 ms"
+    assert r["service.p99_ms"] < 50
+    assert r["service.single.p99_ms"] < 18
+
+
+def test_latency_under_load_is_queueing(r):
+    """Throughput rises from one request in flight to four and then stays flat; latency grows with the queue."""
+    assert r["service.qps"] > r["service.single.qps"]
+    assert abs(r["service.c16.qps"] / r["service.qps"] - 1) < 0.25
+    assert r["service.c16.p99_ms"] > 2 * r["service.p99_ms"] > 2 * r["service.single.p99_ms"]
+    assert r["service.p50_ms"] <= r["service.p99_ms"]
+
+
+def test_the_query_tower_and_http_cost_more_than_the_index(r):
+    assert r["service.stage.query_tower_ms"] > r["service.stage.ann_ms"]
+    assert r["service.stage.http_and_client_ms"] > r["service.stage.ann_ms"]
+
+
+def test_adding_the_unified_candidates_lifts_purchases_and_the_aa_test_covers_zero(r):
+    # issue 15's acceptance
+    assert r["abtest.lift_ci_low"] > 0
+    assert r["abtest.aa_ci_low"] < 0 < r["abtest.aa_ci_high"]
+    assert r["abtest.treatment.purchase_rate"] > r["abtest.control.purchase_rate"]
+    assert r["abtest.lift"] == pytest.approx(
+        r["abtest.treatment.purchase_rate"] / r["abtest.control.purchase_rate"] - 1, rel=1e-9)
+
+
+def test_the_lift_is_largest_on_tail_queries_and_clear_on_head_and_torso(r):
+    for seg in ("head", "torso"):
+        assert r[f"abtest.lift.{seg}.ci_low"] > 0
+        assert r[f"abtest.lift.{seg}.ci_high"] < r["abtest.lift.tail.ci_low"]
+
+
+def test_short_and_long_histories_gain_alike_and_no_history_is_too_wide_to_read(r):
+    short, long_ = "abtest.lift.history_short", "abtest.lift.history_long"
+    assert r[f"{short}.ci_low"] < r[f"{long_}.ci_high"] and r[f"{long_}.ci_low"] < r[f"{short}.ci_high"]
+    none_width = r["abtest.lift.history_none.ci_high"] - r["abtest.lift.history_none.ci_low"]
+    assert none_width > 3 * (r[f"{long_}.ci_high"] - r[f"{long_}.ci_low"])
+    assert r["abtest.lift.history_none.ci_low"] < 0
+
+
+def test_common_random_numbers_narrow_the_interval_a_little(r):
+    assert 1 < r["abtest.crn_width_ratio"] < 2  # "narrowed ... less than one might hope"
+    assert r["abtest.independent.ci_low"] > 0
+
+
+def test_detecting_the_papers_lift_would_need_more_than_the_test_window(r):
+    assert r["abtest.sessions_needed_over_test"] > 1
+    assert r["abtest.sessions_needed_paper_lift"] > r["abtest.sessions"]
+
+
+def test_the_simulated_lift_is_far_larger_than_the_papers(r):
+    assert r["abtest.lift_ci_low"] > 3 * r["paper.purchase_lift"]

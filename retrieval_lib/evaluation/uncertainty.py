@@ -75,7 +75,8 @@ def buyer_bootstrap(buyers: np.ndarray, columns: list[np.ndarray], statistic: Ca
 
     ``columns`` are per-session values; each resample draws buyers with replacement and hands
     ``statistic`` the resampled sum of every column (e.g. ``s[0] / s[1]`` for a mean, or the ratio of
-    two arms' purchases minus 1 for a lift). Returns ``(low, high)``.
+    two arms' purchases minus 1 for a lift). A resample where the statistic is undefined (NaN, e.g. no
+    purchases in the denominator) is left out. Returns ``(low, high)``.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -90,6 +91,9 @@ def buyer_bootstrap(buyers: np.ndarray, columns: list[np.ndarray], statistic: Ca
     for i in range(n_boot):
         weight = np.bincount(rng.integers(ids.size, size=ids.size), minlength=ids.size)
         boot[i] = statistic([float(weight @ s) for s in sums])
+    boot = boot[~np.isnan(boot)]
+    if boot.size < n_boot / 2:
+        raise ValueError(f"the statistic is undefined in {n_boot - boot.size} of {n_boot} resamples")
     low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
 

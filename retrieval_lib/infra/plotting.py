@@ -40,6 +40,25 @@ _UNIFIED_BOXES = (
 _UNIFIED_ARROWS = ((0, 3), (1, 4), (3, 5), (4, 5), (2, 5), (6, 7), (7, 8), (5, 9), (8, 9))
 
 
+#: Boxes of the whole system (chapter 10): the online path on top, the offline pieces below, each with its chapter.
+_WHOLE_BOXES = (
+    (0.015, 0.60, 0.107, 0.30, "request:\nquery text\n+ user", "#fde0c5"),
+    (0.151, 0.60, 0.116, 0.30, "HTTP service\n(FastAPI,\nch. 10)", "#e5d8bd"),
+    (0.296, 0.60, 0.116, 0.30, "query tower\nwith history\n(ch. 6)", "#fbb4ae"),
+    (0.442, 0.60, 0.107, 0.30, "[q; w]\nboost\n(ch. 9)", "#fbb4ae"),
+    (0.578, 0.60, 0.126, 0.30, "HNSW search\n+ exact re-rank\n(ch. 9)", "#decbe4"),
+    (0.733, 0.60, 0.126, 0.30, "page: fused\nwith BM25\n(ch. 2, 10)", "#e5d8bd"),
+    (0.888, 0.60, 0.097, 0.30, "buyers\n(A/B test,\nch. 10)", "#fde0c5"),
+    (0.015, 0.08, 0.107, 0.30, "logs and\ncatalogue\n(ch. 1)", "#ccebc5"),
+    (0.151, 0.08, 0.126, 0.30, "graph (ch. 3)\nterms (ch. 4)\ndoc2query\n(ch. 5)", "#ccebc5"),
+    (0.306, 0.08, 0.136, 0.30, "training:\nnegatives (ch. 7)\nloss (ch. 8)", "#b3cde3"),
+    (0.471, 0.08, 0.107, 0.30, "product\ntower\n(ch. 6)", "#b3cde3"),
+    (0.607, 0.08, 0.126, 0.30, "index of\n[p; f(p)]\n(ch. 9)", "#decbe4"),
+)
+_WHOLE_ARROWS = ((0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (7, 8), (8, 9), (9, 10), (10, 11), (9, 2),
+                 (11, 4))
+
+
 def box_diagram(boxes: tuple, arrows: tuple, ax: Axes | None = None, note: str | None = None) -> Axes:
     """Draw labelled boxes ``(x, y, width, height, label, colour)`` joined by arrows ``(from, to)``."""
     if ax is None:
@@ -69,3 +88,8 @@ def system_diagram(ax: Axes | None = None) -> Axes:
 def unified_architecture(ax: Axes | None = None) -> Axes:
     """Draw the unified two-tower model of chapter 6: every input, both towers, and the loss."""
     return box_diagram(_UNIFIED_BOXES, _UNIFIED_ARROWS, ax)
+
+
+def whole_system_diagram(ax: Axes | None = None) -> Axes:
+    """Draw the whole system of chapter 10: the request path on top, what is built offline below."""
+    return box_diagram(_WHOLE_BOXES, _WHOLE_ARROWS, ax)

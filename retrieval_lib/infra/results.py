@@ -29,7 +29,7 @@ RESULTS_ENV = "RETRIEVAL_LIB_RESULTS"
 #: Keys are lower-case, dot-separated words (``bm25.recall@100.tail``).
 KEY_PATTERN = re.compile(r"^[a-z0-9_@]+(\.[a-z0-9_@]+)+$")
 #: Keys with these suffixes are wall-clock timings or ratios of timings: recorded, not expected to repeat.
-TIMING_SUFFIXES = ("_seconds", "_time_ratio", "ms_per_query")
+TIMING_SUFFIXES = ("_seconds", "_time_ratio", "ms_per_query", "_ms", "qps")
 #: The reserved key that holds the file's world tag (``{"preset": ..., "world": ...}``).
 META_KEY = "_meta"
 
@@ -94,24 +94,6 @@ def _write(data: dict[str, Any], path: Path) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
         json.dump(dict(sorted(data.items())), tmp, indent=1)
     os.replace(tmp.name, path)
-
-
-def merge(paths: list[str | Path], into: str | Path) -> dict[str, float]:
-    """Write the results of ``paths`` (missing files skipped), later files winning, into one file.
-
-    The book records each chapter into a file of its own (chapters may run side by side) and merges
-    them in chapter order. Raises ``ValueError`` if the files belong to different worlds.
-    """
-    merged: dict[str, Any] = {}
-    for path in paths:
-        data = _read(path)
-        if not data:
-            continue
-        if merged and data.get(META_KEY) != merged.get(META_KEY):
-            raise ValueError(f"{path} holds results of another world than the files before it")
-        merged.update(data)
-    _write(merged, Path(into))
-    return {k: v for k, v in merged.items() if k != META_KEY}
 
 
 def _check(key: str, value: object) -> float | int:

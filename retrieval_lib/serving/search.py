@@ -67,6 +67,7 @@ class Retriever:
         if self.index.dim != self.items.shape[1]:
             raise ValueError(f"index dimension {self.index.dim} differs from the served vectors' {self.items.shape[1]}")
         self.listings = features.observed.listings.set_index("listing_id")
+        self._shown = {c: self.listings[c].to_numpy() for c in RESULT_COLUMNS}  # what a result row shows
         self.known_users = set(features.observed.users["user_id"].tolist())
         self.choice: object | None = None  # how the settings were chosen, when pipeline.build_system built it
         self._lock = threading.Lock()
@@ -121,7 +122,12 @@ class Retriever:
         """
         if isinstance(top_n, bool) or not isinstance(top_n, int | np.integer) or top_n < 1:
             raise ValueError(f"top_n must be a positive integer, got {top_n!r}")
-        v = check_queries(np.asarray(vector, dtype=np.float32).reshape(1, -1), self.dim, top_n)
+        v = np.asarray(vector, dtype=np.float32)
+        if v.ndim == 2 and v.shape[0] == 1:
+            v = v[0]
+        if v.ndim != 1:
+            raise ValueError(f"query takes one vector of dimension {self.dim}, got shape {v.shape}")
+        v = check_queries(v[None, :], self.dim, top_n)
         queries = self._served(torch.from_numpy(v))
         start = time.perf_counter()
         ids, scores = self._search(queries, top_n * RERANK_DEPTH if rerank else top_n, level)
@@ -135,8 +141,9 @@ class Retriever:
             timings["rerank"] = (time.perf_counter() - found) * 1e3
         keep = ids[0] != PAD
         hits = ids[0][keep]
+        rows = self.listings.index.get_indexer(hits)
         return pd.DataFrame({"listing_id": hits, "score": scores[0][keep].astype(float),
-                             **{c: self.listings.loc[hits, c].to_numpy() for c in RESULT_COLUMNS}})
+                             **{c: values[rows] for c, values in self._shown.items()}})
 
     def search(self, text: str, user_id: int | None = None, top_n: int = 10, rerank: bool = False,
                history: bool = True, level: int | None = None, timings: dict[str, float] | None = None

@@ -96,8 +96,8 @@ def purchase_lift(control: pd.DataFrame, treatment: pd.DataFrame, n_boot: int = 
     a, b = control["purchase"].to_numpy(float), treatment["purchase"].to_numpy(float)
     if a.sum() == 0:
         raise ValueError("the control arm has no purchases: the lift is undefined")
-    low, high = buyer_bootstrap(control["user_id"].to_numpy(), [b, a], lambda s: s[0] / s[1] - 1,
-                                n_boot, level, seed)
+    low, high = buyer_bootstrap(control["user_id"].to_numpy(), [b, a],
+                                lambda s: s[0] / s[1] - 1 if s[1] > 0 else np.nan, n_boot, level, seed)
     return Lift(float(a.mean()), float(b.mean()), float(b.sum() / a.sum() - 1), low, high, len(a),
                 int(control["user_id"].nunique()))
 

@@ -2,9 +2,7 @@
 
 Every model trains through :func:`train` (pre-training in chapter 5, every two-tower model through
 :func:`~retrieval_lib.training.trainer.fit_two_tower`), and every trained model is cached through
-:func:`cached_training`. Training runs on one thread (:data:`TRAIN_THREADS`): a model's weights do not
-depend on how many cores the machine has, and independent models train side by side instead
-(:mod:`retrieval_lib.training.parallel`). This module knows nothing of towers, negatives or losses, so the artifacts of
+:func:`cached_training`. This module knows nothing of towers, negatives or losses, so the artifacts of
 a model that only uses the loop (the doc2query pre-training) do not depend on their code.
 """
 
@@ -14,7 +12,6 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,24 +26,6 @@ from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.infra.validation import positive_ints, positive_numbers
 
 M = TypeVar("M", bound=nn.Module)
-
-#: Threads every training runs on. Reductions split over threads round differently, so the weights would
-#: depend on the core count; and a second thread speeds these small models up by only about 1.25x, while
-#: two one-thread trainings side by side do twice the work.
-TRAIN_THREADS = 1
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the enclosed torch work on ``n`` intra-op threads, then restore the previous count."""
-    if n < 1:
-        raise ValueError(f"need at least one thread, got {n}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -141,16 +120,10 @@ def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarr
     """Train ``model`` with early stopping; return the history and leave the best weights loaded.
 
     ``step(model, batch_indices)`` returns the loss of one batch; ``validate(model)`` returns a score
-    where higher is better (e.g. validation recall). Runs on :data:`TRAIN_THREADS` threads.
+    where higher is better (e.g. validation recall).
     """
     if n_examples < 2:
         raise ValueError(f"need at least 2 training examples, got {n_examples}")
-    with torch_threads(TRAIN_THREADS):
-        return _train(model, n_examples, step, validate, config, progress)
-
-
-def _train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarray], torch.Tensor],
-           validate: Callable[[nn.Module], float], config: TrainConfig, progress: bool) -> TrainHistory:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     opt = Optimizer(model, config.lr, config.weight_decay)

@@ -1,0 +1,48 @@
+"""Run the search service: ``python -m retrieval_lib.service --preset tiny --port 8000``.
+
+Generates (or loads) the world, builds the complete system through the artifact cache
+(:func:`retrieval_lib.pipeline.build_system`: loaded in seconds once the chapters have run, trained
+otherwise), and serves it with uvicorn on one process and one thread (:mod:`retrieval_lib.serving.api`).
+The model and the index load once, at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+import uvicorn
+
+from retrieval_lib.marketplace import PRESETS, generate
+from retrieval_lib.pipeline import build_system
+from retrieval_lib.serving.api import create_app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: ``--preset``, ``--seed``, ``--host``, ``--port``."""
+    parser = argparse.ArgumentParser(prog="python -m retrieval_lib.service", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="book", choices=sorted(PRESETS), help="the world to serve")
+    parser.add_argument("--seed", type=int, default=0, help="the world's seed")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"--port must be 1 to 65535, got {args.port}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the system, then serve it until interrupted."""
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # one request at a time on one thread; more processes scale out
+    start = time.perf_counter()
+    retriever = build_system(generate(args.preset, seed=args.seed, cache=True))
+    print(f"system for preset {args.preset!r} ready in {time.perf_counter() - start:.1f} s; "
+          f"serving on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(retriever), host=args.host, port=args.port, log_level="warning", workers=1)
+
+
+if __name__ == "__main__":
+    main()
