@@ -562,6 +562,7 @@ def test_the_pipeline_serves_chapter_9s_choices(r):
 
 def test_the_boost_is_small_next_to_the_cosine_in_the_traced_request(r):
     assert 0 < r["trace.boost_max"] < r["trace.cosine_min"] / 4
+    assert r["trace.boost_range"] > r["trace.cosine_range"] / 3  # "enough to reorder" close listings
     assert r["trace.candidates"] == 4 * 8
 
 
