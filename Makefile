@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23.2"
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,dev]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (retrieval_lib)" > /dev/null
+	$(PY) -m retrieval_lib.infra.kernel install > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
