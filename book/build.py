@@ -1,7 +1,8 @@
 """Execute every chapter and build the HTML book strictly (what `make book` runs).
 
 Results recorded by the chapters land in book/_build/results.json (started afresh on every build).
-Set RETRIEVAL_LIB_PRESET=tiny for a quick smoke build.
+Set RETRIEVAL_LIB_PRESET=tiny for a quick smoke build. Importing retrieval_lib pins the numeric code
+paths in this process's environment, which every chapter's kernel inherits (and pins again itself).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from retrieval_lib.infra import numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +29,7 @@ def main() -> int:
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(jupyter_book), "build", str(ROOT), "--config", "book/_config.yml",
            "--toc", "book/_toc.yml", "--path-output", "book", "--all", "-W", "--keep-going"]
+    print(f"numeric code paths: {numerics.describe()} (pinned: {numerics.pinned()})")
     start = time.perf_counter()
     code = subprocess.call(cmd, cwd=ROOT, env=env)
     print(f"book build finished in {time.perf_counter() - start:.0f} s with exit code {code}")

@@ -35,7 +35,7 @@ from retrieval_lib.models.unified import (
     UnifiedRetriever,
     unified_model,
 )
-from retrieval_lib.serving.ann import HNSWIndex, ann_sweep, cheapest_setting
+from retrieval_lib.serving.ann import HNSWIndex, cheapest_setting, sweep_to_target
 from retrieval_lib.serving.boosting import (
     W_MAX,
     PurchaseRecall,
@@ -107,7 +107,8 @@ def serving_choice(model: UnifiedModel, features: UnifiedFeatures, config: Syste
     tuning = tune_boost(objective, n_trials=config.boost_trials, seed=config.boost_seed, high=W_MAX)
     queries = hydrate_queries(exact.encode_sessions(validation_pairs(observed)), tuning.w)
     items = hydrate_listings(exact.listing_vectors, quality)
-    sweep = ann_sweep(items, queries, ms=config.ms, efs=config.efs, k=config.k, space="l2")
+    sweep = sweep_to_target(items, queries, config.target_recall, ms=config.ms, efs=config.efs, k=config.k,
+                            space="l2")
     chosen = cheapest_setting(sweep, config.target_recall)
     index = HNSWIndex(m=int(chosen["M"]), ef=int(chosen["ef"]), space="l2").build(items, exact.listing_ids)
     choice = ServingChoice(tuple(float(x) for x in tuning.w), int(chosen["M"]), int(chosen["ef"]),

@@ -12,6 +12,7 @@ from retrieval_lib.serving.ann import (
     mips_to_l2_items,
     mips_to_l2_queries,
     overlap_at_k,
+    sweep_to_target,
 )
 from retrieval_lib.serving.base import PAD
 from retrieval_lib.serving.exact import exact_top_k
@@ -252,8 +253,41 @@ def test_cheapest_setting_by_hand():
     assert (chosen["M"], chosen["ef"]) == (8, 10)
     assert cheapest_setting(sweep, 0.99)["ef"] == 20
     assert cheapest_setting(sweep, 0.99, by=("ms_per_query",))["M"] == 32
-    with pytest.raises(ValueError, match="0.995"):
-        cheapest_setting(sweep, 0.999)
+    assert cheapest_setting(sweep, 0.99)["reached"]
+
+
+def test_cheapest_setting_that_misses_the_target_returns_the_best_and_says_so():
+    """A measured recall below the target (another machine, other rounding) never fails a chapter."""
+    sweep = pd.DataFrame({"M": [8, 16, 32, 8], "ef": [100, 100, 100, 400],
+                          "recall_vs_exact": [0.97, 0.9868, 0.9868, 0.98], "bytes_per_vector": [10, 20, 30, 10]})
+    chosen = cheapest_setting(sweep, 0.99)
+    assert not chosen["reached"]
+    assert (chosen["M"], chosen["recall_vs_exact"]) == (16, 0.9868)  # the best, the smaller index among equals
+    with pytest.raises(ValueError, match="no settings"):
+        cheapest_setting(sweep.iloc[:0], 0.99)
+
+
+@pytest.fixture(scope="module")
+def queries():
+    return np.random.default_rng(1).normal(size=(50, 16)).astype(np.float32)
+
+
+def test_sweep_to_target_extends_ef_until_the_target_is_reached(vectors, queries):
+    base = ann_sweep(vectors, queries, ms=[4, 8], efs=[10], k=10, timed_queries=2)
+    target = base["recall_vs_exact"].max() + 1e-9  # just out of the grid's reach
+    sweep = sweep_to_target(vectors, queries, target, ms=[4, 8], efs=[10], max_ef=640, k=10, timed_queries=2)
+    extra = sweep.iloc[2:]
+    assert len(extra) >= 1 and (extra["M"] == 8).all()  # only the largest index is searched further
+    assert extra["ef"].tolist() == [20 * 2**i for i in range(len(extra))]  # doubling
+    assert sweep["recall_vs_exact"].iloc[-1] >= target or extra["ef"].iloc[-1] == 640
+    assert cheapest_setting(sweep, target)["reached"] == (sweep["recall_vs_exact"] >= target).any()
+
+
+def test_sweep_to_target_stops_at_max_ef_and_the_choice_reports_the_miss(vectors, queries):
+    sweep = sweep_to_target(vectors, queries, 1.01, ms=[4], efs=[10, 20], max_ef=80, k=10, timed_queries=2)
+    assert sweep["ef"].tolist() == [10, 20, 40, 80]  # bounded: recall cannot reach 1.01
+    chosen = cheapest_setting(sweep, 1.01)
+    assert not chosen["reached"] and chosen["recall_vs_exact"] == sweep["recall_vs_exact"].max()
 
 
 def test_bytes_per_vector_counts_vector_and_links(vectors):

@@ -2,21 +2,18 @@
 and one strict executed build."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
-from retrieval_lib.infra import results
+from retrieval_lib.infra import chapters, numerics, results
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CHAPTERS = [p for p in NOTEBOOKS if not p.name.startswith("00_")]
+CHAPTERS = chapters.chapters(ROOT)
 REQUIRED = [
     "marketplace.listings", "marketplace.users", "marketplace.queries", "marketplace.sessions",
     "marketplace.purchases", "bm25.recall@100.all", "bm25.recall@100.head", "bm25.recall@100.torso",
@@ -194,45 +191,35 @@ def test_glossary_is_in_the_toc_and_every_term_is_linked():
         assert not headings, f"{path.name}: glossary links in headings: {headings}"
 
 
-#: Threads each tiny run may use: two runs side by side on two cores, one thread each, no contention.
-SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-
-#: Executes the notebooks named on its command line in order, in one process (the env sets the preset).
-RUN_CHAPTERS = """
-import sys
-from pathlib import Path
-
-import nbformat
-from nbclient import NotebookClient
-
-for name in sys.argv[1:]:
-    path = Path(name)
-    NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-"""
-
-
-def _start_tiny_run(paths: list[Path], results_file: Path, cache: Path) -> subprocess.Popen:
-    """Execute ``paths`` in order on the tiny preset with an empty ``cache``, in a process of their own."""
-    env = {**os.environ, **SINGLE_THREAD, "RETRIEVAL_LIB_PRESET": "tiny", "RETRIEVAL_LIB_RESULTS": str(results_file),
-           "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1"}
-    return subprocess.Popen([sys.executable, "-c", RUN_CHAPTERS, *map(str, paths)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-@pytest.mark.book
-def test_same_seed_gives_identical_results(tmp_path):
-    """Run every chapter twice on the tiny preset, each with an empty cache: identical recorded figures.
-
-    The two runs go side by side, one thread each (same config, same thread count: identical results).
-    """
-    outs = [tmp_path / f"run{i}.json" for i in range(2)]
-    procs = [_start_tiny_run(CHAPTERS, out, tmp_path / f"cache{i}") for i, out in enumerate(outs)]
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> list[dict]:
+    """Every chapter run twice on the tiny preset, each with an empty cache, side by side (one thread each)."""
+    tmp = tmp_path_factory.mktemp("tiny-runs")
+    outs = [tmp / f"run{i}.json" for i in range(2)]
+    procs = [chapters.start_run(CHAPTERS, out, tmp / f"cache{i}") for i, out in enumerate(outs)]
     logs = [p.communicate()[0] for p in procs]
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, f"a tiny run failed:\n{log[-3000:]}"
-    runs = [results.deterministic(json.loads(out.read_text())) for out in outs]
-    assert runs[0] and runs[0] == runs[1]
+    return [results.deterministic(json.loads(out.read_text())) for out in outs]
+
+
+@pytest.mark.book
+def test_same_seed_gives_identical_results(tiny_runs):
+    """Same config, same seed, same thread count: identical recorded figures."""
+    assert tiny_runs[0] and tiny_runs[0] == tiny_runs[1], "\n".join(chapters.differences(*tiny_runs))
+
+
+@pytest.mark.book
+def test_tiny_run_matches_the_committed_reference(tiny_runs):
+    """The cross-machine canary: the pinned numerics give the reference's figures on this CPU too."""
+    if not numerics.pinned():
+        pytest.skip(f"this CPU has no AVX2 code paths to pin to ({numerics.describe()['torch.cpu_capability']})")
+    changed = chapters.differences(chapters.load_reference(), tiny_runs[0])
+    made_on = json.loads(chapters.REFERENCE.read_text())["made_on"]
+    assert not changed, (
+        f"{len(changed)} tiny figures differ from {chapters.REFERENCE.relative_to(ROOT)} (made on {made_on}; this "
+        f"process: {numerics.describe()}).\nIf the change was intended, regenerate it with `{chapters.REGENERATE}` "
+        "and commit it; if not, the numeric code paths are not pinned on this machine.\n" + "\n".join(changed))
 
 
 @pytest.mark.book

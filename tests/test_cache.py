@@ -10,7 +10,7 @@ from retrieval_lib.encoders.graph import Node2VecConfig, fit_graph_embeddings
 from retrieval_lib.encoders.transformer import ListingEncoder, TransformerConfig
 from retrieval_lib.features.history import user_histories
 from retrieval_lib.features.unified import UnifiedFeatures
-from retrieval_lib.infra import cache
+from retrieval_lib.infra import cache, numerics
 from retrieval_lib.infra.cache import artifact_key, cache_dir, cached, source_digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +38,24 @@ def test_computes_once_then_loads(tmp_path):
     assert len(calls) == 1
     cached("thing", {"a": 2}, compute, _save, _load, code=CODE, directory=tmp_path)
     assert len(calls) == 2  # other parts, other artifact
+
+
+def test_other_numeric_code_paths_give_another_artifact(tmp_path, monkeypatch):
+    """An artifact trained on other kernels (unpinned, another thread count) is never served as the book's."""
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    assert cached("thing", {}, compute, _save, _load, code=CODE, directory=tmp_path) == 1
+    real = numerics.describe()
+    for changed in ({"torch.cpu_capability": "AVX512"}, {"torch.threads": "8"}, {"MKL_CBWR": "(unset)"}):
+        monkeypatch.setattr(numerics, "describe", lambda changed=changed: {**real, **changed})
+        assert cached("thing", {}, compute, _save, _load, code=CODE, directory=tmp_path) == len(calls)
+    assert len(calls) == 4
+    monkeypatch.setattr(numerics, "describe", lambda: real)
+    assert cached("thing", {}, compute, _save, _load, code=CODE, directory=tmp_path) == 1  # the first, loaded
 
 
 def test_corrupted_artifact_is_recomputed(tmp_path):

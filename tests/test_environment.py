@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from retrieval_lib.infra.numerics import PINNED_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,6 +38,11 @@ def test_environment_yml_mirrors_the_pip_pins():
     conda_pins = _pins([p for p in pip if not p.startswith("-e")])
     assert conda_pins == _pyproject_pins()
     assert "-e ." in pip
+
+
+def test_environment_yml_pins_the_same_numeric_code_paths():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert {k: str(v) for k, v in env["variables"].items()} == PINNED_ENV
 
 
 def test_constraints_agree_with_pyproject():

@@ -1,8 +1,10 @@
 """One artifact cache for expensive steps (graph embeddings, pre-training, training).
 
 An artifact is keyed by a hash of everything that determines it: its inputs (data fingerprint, configs,
-parameters) and the source code of the modules that compute it, found by following their imports
-within ``retrieval_lib`` (:func:`source_digest`), so an edited module can never serve a stale artifact.
+parameters), the source code of the modules that compute it, found by following their imports
+within ``retrieval_lib`` (:func:`source_digest`), so an edited module can never serve a stale artifact,
+and the numeric code paths it ran on (:func:`retrieval_lib.infra.numerics.describe`: torch's CPU
+capability, its thread count and the pinned variables), since other kernels train other weights.
 It is stored under ``$RETRIEVAL_LIB_CACHE`` (default: ``.cache/`` at the repository root, or
 ``~/.cache/retrieval_lib`` outside a checkout), written atomically, and recomputed when missing or
 unreadable, so a corrupted file costs time, never a wrong result.
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+
+from retrieval_lib.infra import numerics
 
 T = TypeVar("T")
 
@@ -125,7 +129,7 @@ def cached(name: str, parts: dict[str, Any], compute: Callable[[], T], save: Cal
     which triggers a recompute.
     """
     modules = (code,) if isinstance(code, str) else tuple(code)
-    parts = {**parts, "code": source_digest(modules)}
+    parts = {**parts, "code": source_digest(modules), "numerics": numerics.describe()}
     root = directory if directory is not None else cache_dir()
     folder = root / artifact_key(name, parts)
     if folder.is_dir():

@@ -18,6 +18,8 @@ import retrieval_lib  # noqa: F401  (pins the numeric code paths before ipykerne
 #: The kernel's name (the chapters' metadata name it) and what JupyterLab shows.
 KERNEL_NAME = "python3"
 DISPLAY_NAME = "Python 3 (retrieval_lib)"
+#: The module the kernel spec starts (this one).
+KERNEL_MODULE = "retrieval_lib.infra.kernel"
 
 
 def install(prefix: str = sys.prefix) -> Path:
@@ -27,7 +29,7 @@ def install(prefix: str = sys.prefix) -> Path:
     folder = Path(install_ipykernel(prefix=prefix, kernel_name=KERNEL_NAME, display_name=DISPLAY_NAME))
     spec_file = folder / "kernel.json"
     spec = json.loads(spec_file.read_text())
-    spec["argv"] = [sys.executable, "-Xfrozen_modules=off", "-m", "retrieval_lib.infra.kernel", "-f", "{connection_file}"]
+    spec["argv"] = [sys.executable, "-Xfrozen_modules=off", "-m", KERNEL_MODULE, "-f", "{connection_file}"]
     spec_file.write_text(json.dumps(spec, indent=1) + "\n")
     return folder
 

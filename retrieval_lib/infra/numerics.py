@@ -43,16 +43,17 @@ PINNED_ENV: dict[str, str] = {
 def pin() -> None:
     """Set every pinned variable that is not set already (once per process, before numeric imports).
 
-    Warns when torch was imported first: its kernels are chosen by then, so the figures may not be
-    the book's.
+    Warns when NumPy or torch was imported first and runs on other code paths: NumPy chooses its
+    kernels when it loads, so the figures may not be the book's.
     """
     if os.environ.get(UNPINNED_ENV) == "1":
         return
     for name, value in PINNED_ENV.items():
         os.environ.setdefault(name, value)
-    if "torch" in sys.modules and not _torch_pinned():
-        warnings.warn("torch was imported before retrieval_lib, so its kernels are not pinned to AVX2 and "
-                      "figures can differ from the book's; import retrieval_lib first", stacklevel=2)
+    loaded = [name for name in ("numpy", "torch") if name in sys.modules]
+    if loaded and not (_numpy_pinned() and ("torch" not in loaded or _torch_pinned())):
+        warnings.warn(f"{' and '.join(loaded)} imported before retrieval_lib, so its kernels are not pinned to "
+                      "AVX2 and figures can differ from the book's; import retrieval_lib first", stacklevel=2)
 
 
 def _torch_pinned() -> bool:
@@ -68,9 +69,12 @@ def _numpy_pinned() -> bool:
 
 
 def pinned() -> bool:
-    """Whether this process runs on the pinned code paths: every variable at its pinned value and
-    torch and NumPy on their AVX2 kernels (False on a CPU without AVX2, or after ``import torch`` came
-    first)."""
+    """Whether this process runs on the pinned code paths.
+
+    True when every variable has its pinned value (the thread count aside: tests choose their own) and
+    torch and NumPy run their AVX2 kernels; False on a CPU without AVX2, or after ``import torch`` came
+    first.
+    """
     same_env = all(os.environ.get(name) == value for name, value in PINNED_ENV.items() if name != "OMP_NUM_THREADS")
     return same_env and _torch_pinned() and _numpy_pinned()
 

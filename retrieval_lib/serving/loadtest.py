@@ -63,7 +63,9 @@ class ServiceProcess:
             raise RuntimeError("the service is already running")
         cmd = [sys.executable, "-m", "retrieval_lib.service", "--preset", self.preset, "--seed", str(self.seed),
                "--port", str(self.port)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+        # the parent's thread count, so the system loads from the cache it built (the key holds the
+        # thread count); the service itself serves on one torch thread
+        env = {**os.environ, "TQDM_DISABLE": "1"}
         start = time.perf_counter()
         self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         cwd=Path.cwd())

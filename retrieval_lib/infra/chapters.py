@@ -1,0 +1,94 @@
+"""Run the book's chapters headlessly on a preset, and compare their figures with a committed reference.
+
+The tests run every chapter on the ``tiny`` world twice (same seed: identical figures) and compare the
+figures with ``tests/data/tiny_reference.json``, made on the pinned code paths
+(:mod:`retrieval_lib.infra.numerics`). A machine whose CPU differs from the one that made the
+reference then proves or disproves the pins: a cross-machine canary. Regenerate the reference after an
+intended change with ``.venv/bin/python benchmarks/tiny_reference.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from retrieval_lib.infra import results
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The committed figures of a tiny run (deterministic keys only) and the command that regenerates them.
+REFERENCE = ROOT / "tests" / "data" / "tiny_reference.json"
+REGENERATE = ".venv/bin/python benchmarks/tiny_reference.py"
+
+#: One thread per run: two runs go side by side on two cores, and the thread count is part of the numerics.
+SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+#: Executes the notebooks named on its command line in order, in one process (the env sets the preset).
+_RUN = """
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+for name in sys.argv[1:]:
+    path = Path(name)
+    NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+"""
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    """The chapters' notebooks in order (the preface records nothing a chapter needs)."""
+    return [p for p in sorted((root / "notebooks").glob("*.ipynb")) if not p.name.startswith("00_")]
+
+
+def start_run(paths: Sequence[Path], results_file: Path, cache: Path, preset: str = "tiny") -> subprocess.Popen:
+    """Execute ``paths`` in order on ``preset`` with the artifact cache at ``cache``, one thread, in a new process.
+
+    The figures land in ``results_file``; the process's output (stdout and stderr) is piped as text.
+    """
+    env = {**os.environ, **SINGLE_THREAD, "RETRIEVAL_LIB_PRESET": preset, "RETRIEVAL_LIB_RESULTS": str(results_file),
+           "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, "-c", _RUN, *map(str, paths)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def differences(expected: dict[str, object], actual: dict[str, object], limit: int = 25) -> list[str]:
+    """Readable lines for every key whose value differs (missing keys included), the largest changes first."""
+    rows = []
+    for key in sorted(expected.keys() | actual.keys()):
+        a, b = expected.get(key), actual.get(key)
+        if a == b:
+            continue
+        both = isinstance(a, int | float) and isinstance(b, int | float)
+        change = abs(b - a) if both and math.isfinite(b - a) else math.inf
+        rows.append((change, f"{key}: reference {a!r}, this run {b!r}" + (f" (change {b - a:+.6g})" if both else "")))
+    rows.sort(key=lambda r: -r[0])
+    lines = [text for _, text in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more")
+    return lines
+
+
+def load_reference(path: Path = REFERENCE) -> dict[str, object]:
+    """The committed reference figures (``_meta`` aside)."""
+    data = json.loads(path.read_text())
+    return data["figures"]
+
+
+def write_reference(figures: dict[str, object], path: Path = REFERENCE) -> None:
+    """Write ``figures`` (a tiny run's results) as the reference, its deterministic keys only."""
+    from retrieval_lib.infra import numerics
+
+    cpuinfo = Path("/proc/cpuinfo")
+    made_on = {**numerics.describe(), **SINGLE_THREAD, "torch.threads": "1", "machine": platform.machine(),
+               "avx512f": str(cpuinfo.is_file() and " avx512f" in cpuinfo.read_text())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"command": REGENERATE, "made_on": made_on, "figures": results.deterministic(figures)}
+    path.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")

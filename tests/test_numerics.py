@@ -1,0 +1,125 @@
+"""Pinned numerics: every entry point runs torch, NumPy and friends on their AVX2 code paths, and the pins matter."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from jupyter_client.kernelspec import KernelSpecManager
+
+from retrieval_lib.infra import chapters, numerics
+
+#: Reports what a fresh process runs on: torch's capability and whether retrieval_lib calls it pinned.
+REPORT = "import json; from retrieval_lib.infra import numerics; import torch; " \
+         "print(json.dumps([torch.backends.cpu.get_cpu_capability(), numerics.pinned()]))"
+
+#: A small two-tower training (EmbeddingBag, MLP, in-batch softmax, Adam); prints a hash of its weights.
+TRAIN = """
+import retrieval_lib, hashlib, torch
+torch.manual_seed(0)
+emb = torch.nn.EmbeddingBag(3000, 32, mode="mean")
+mlp = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32))
+params = [*emb.parameters(), *mlp.parameters()]
+opt = torch.optim.Adam(params, lr=1e-2)
+g = torch.Generator().manual_seed(0)
+for _ in range(100):
+    q, d = (torch.randint(0, 3000, (64, 6), generator=g) for _ in range(2))
+    a, b = (torch.nn.functional.normalize(mlp(emb(x)), dim=-1) for x in (q, d))
+    loss = torch.nn.functional.cross_entropy(a @ b.T / 0.05, torch.arange(64))
+    opt.zero_grad(); loss.backward(); opt.step()
+print(hashlib.sha1(torch.cat([p.detach().flatten() for p in params]).numpy().tobytes()).hexdigest())
+"""
+
+CPU_FLAGS = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+HAS_AVX2, HAS_AVX512 = " avx2" in CPU_FLAGS, " avx512f" in CPU_FLAGS
+needs_avx2 = pytest.mark.skipif(not HAS_AVX2, reason="the pins choose AVX2 code paths, which this CPU lacks")
+
+
+def _unpinned_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any pinned variable (as on a machine where nothing is set)."""
+    return {**{k: v for k, v in os.environ.items() if k not in numerics.PINNED_ENV}, **extra}
+
+
+def _run(code: str, env: dict[str, str]) -> str:
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+@needs_avx2
+def test_the_test_process_itself_is_pinned():
+    """pyproject's ``-p retrieval_lib.infra.numerics`` pins pytest before conftest imports torch."""
+    assert torch.backends.cpu.get_cpu_capability() == "AVX2"
+    assert numerics.pinned()
+    assert all(os.environ[name] == value for name, value in numerics.PINNED_ENV.items() if name != "OMP_NUM_THREADS")
+
+
+@needs_avx2
+def test_importing_retrieval_lib_first_pins_a_fresh_process():
+    assert json.loads(_run(REPORT, _unpinned_env())) == ["AVX2", True]
+
+
+@needs_avx2
+def test_a_variable_already_set_wins_and_the_opt_out_turns_every_pin_off():
+    assert json.loads(_run(REPORT, _unpinned_env(ATEN_CPU_CAPABILITY="default"))) == ["DEFAULT", False]
+    code = "import os, retrieval_lib.infra.numerics as n; print(sorted(k for k in n.PINNED_ENV if k in os.environ))"
+    assert _run(code, _unpinned_env(**{numerics.UNPINNED_ENV: "1"})) == "[]"
+
+
+@needs_avx2
+def test_importing_torch_first_warns_that_the_figures_may_differ():
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", "import torch, retrieval_lib"],
+                          env=_unpinned_env(), capture_output=True, text=True, timeout=300)
+    # on a CPU without AVX-512, AVX2 is torch's own choice and nothing needs saying
+    assert ("imported before retrieval_lib" in proc.stderr) == HAS_AVX512, proc.stderr[-2000:]
+
+
+@needs_avx2
+def test_the_pins_change_a_training_run_and_repeat_it_exactly():
+    """What the canary relies on: pinned runs repeat bit for bit; torch's default kernels give other weights."""
+    pinned = [_run(TRAIN, _unpinned_env()) for _ in range(2)]
+    assert pinned[0] == pinned[1]
+    assert _run(TRAIN, _unpinned_env(ATEN_CPU_CAPABILITY="default")) != pinned[0]
+
+
+def test_the_book_kernel_pins_before_a_notebook_imports_anything():
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert spec.argv[spec.argv.index("-m") + 1] == "retrieval_lib.infra.kernel", spec.argv
+    assert spec.display_name == "Python 3 (retrieval_lib)"
+
+
+@needs_avx2
+def test_a_notebook_on_the_book_kernel_runs_pinned_although_it_imports_numpy_and_torch_first():
+    code = ("import nbformat; from nbclient import NotebookClient\n"
+            "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("
+            "'import numpy, torch\\nfrom retrieval_lib.infra import numerics\\nprint(numerics.pinned())')])\n"
+            "NotebookClient(nb, kernel_name='python3', timeout=120).execute()\n"
+            "print(nb.cells[0].outputs[0]['text'].strip())")
+    assert _run(code, _unpinned_env()).splitlines()[-1] == "True"
+
+
+def test_describe_names_every_pinned_variable():
+    described = numerics.describe()
+    assert set(numerics.PINNED_ENV) <= set(described)
+    assert described["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_differences_are_readable_largest_first_with_missing_keys():
+    reference = {"a.x": 0.5, "b.y": 1.0, "c.z": 3, "gone.k": 2.0}
+    run = {"a.x": 0.5, "b.y": 1.25, "c.z": 4, "new.k": 1.0}
+    lines = chapters.differences(reference, run)
+    assert lines[0].startswith("gone.k") or lines[0].startswith("new.k")  # missing: the largest change
+    assert [line.split(":")[0] for line in lines[2:]] == ["c.z", "b.y"]
+    assert "reference 1.0, this run 1.25 (change +0.25)" in lines[-1]
+    assert chapters.differences(reference, reference) == []
+    assert chapters.differences({f"k.{i}": 0 for i in range(30)}, {}, limit=5)[-1] == "... and 25 more"
+
+
+def test_the_committed_reference_names_its_command_and_holds_deterministic_figures_only():
+    body = json.loads(chapters.REFERENCE.read_text())
+    assert body["command"] == chapters.REGENERATE
+    figures = body["figures"]
+    assert len(figures) > 100 and figures["_meta"]["preset"] == "tiny"
+    assert not [k for k in figures if k.endswith(("_seconds", "_ms", "qps", "ms_per_query"))]
