@@ -51,6 +51,7 @@ REQUIRED = [
     "abtest.control.purchase_rate", "abtest.treatment.purchase_rate", "abtest.lift", "abtest.lift_ci_low",
     "abtest.lift_ci_high", *(f"abtest.lift.{s}" for s in ("head", "torso", "tail")), "abtest.aa_ci_low",
     "abtest.aa_ci_high", "service.p50_ms", "service.p99_ms", "service.qps", "system.build_seconds",
+    "build.pinned",
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")
