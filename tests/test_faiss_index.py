@@ -139,3 +139,13 @@ def test_nan_query_is_a_clear_error(data):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         FaissIndex("Flat").build(x).search(bad, 3)
+
+
+def test_faiss_leaves_torchs_thread_count_alone():
+    """Faiss and torch share one OpenMP runtime: a Faiss call must not change the threads torch trains on."""
+    before = torch.get_num_threads()
+    x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    index = FaissIndex("Flat", threads=1).build(x)
+    assert torch.get_num_threads() == before
+    index.search(x[:25], 5)
+    assert torch.get_num_threads() == before

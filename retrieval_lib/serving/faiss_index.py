@@ -14,6 +14,8 @@ search-time parameters (``efSearch``, ``nprobe``), set through Faiss's ``Paramet
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import faiss
 import numpy as np
@@ -29,6 +31,21 @@ def ivf_lists(n_items: int) -> int:
     if n_items < 1:
         raise ValueError(f"need at least one item, got {n_items}")
     return int(2 ** round(np.log2(np.sqrt(n_items))))
+
+
+@contextmanager
+def omp_threads(n: int) -> Iterator[None]:
+    """Run Faiss on ``n`` OpenMP threads for one call, then restore the count.
+
+    Faiss and torch share one OpenMP runtime in a process, so a count left behind would change torch's
+    too: the threads of every later training (its rounding) and the artifact cache's key.
+    """
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 class FaissIndex:
@@ -72,12 +89,12 @@ class FaissIndex:
         ids = np.arange(len(data)) if item_ids is None else np.asarray(item_ids, dtype=np.int64)
         if len(ids) != len(data):
             raise ValueError(f"{len(ids)} ids for {len(data)} vectors")
-        faiss.omp_set_num_threads(self.threads)
         start = time.perf_counter()
         index = faiss.index_factory(data.shape[1], self.factory, faiss.METRIC_INNER_PRODUCT)
-        if not index.is_trained:
-            index.train(data)
-        index.add(data)
+        with omp_threads(self.threads):
+            if not index.is_trained:
+                index.train(data)
+            index.add(data)
         self.build_seconds = time.perf_counter() - start
         self.index, self.vectors, self.item_ids = index, data, ids
         self.set_params(self.params)
@@ -96,9 +113,9 @@ class FaissIndex:
         if self.index is None:
             raise RuntimeError("call build() before search()")
         q = check_queries(queries, self.dim, k)
-        faiss.omp_set_num_threads(self.threads)
         fetch = min(k * max(self.rerank, 1), len(self.item_ids))
-        scores, rows = self.index.search(q, fetch)
+        with omp_threads(self.threads):
+            scores, rows = self.index.search(q, fetch)
         rows = np.where(rows >= 0, rows, PAD).astype(np.int64)
         if self.rerank:
             scores = candidate_scores(q, self.vectors, rows)
