@@ -77,7 +77,7 @@ def differences(expected: dict[str, object], actual: dict[str, object], limit: i
 
 
 def load_reference(path: Path = REFERENCE) -> dict[str, object]:
-    """The committed reference figures (``_meta`` aside)."""
+    """The committed reference figures (with their ``_meta`` world tag), without the file's command and machine."""
     data = json.loads(path.read_text())
     return data["figures"]
 
