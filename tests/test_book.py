@@ -28,6 +28,10 @@ REQUIRED = [
     *(f"ablation.no_{c}.recall@100.{s}" for c in ("graph", "term", "transformer", "history", "location")
       for s in ("all", "head", "tail")),
     *(f"oracle.recall@100.{s}" for s in ("all", "head", "torso", "tail")),
+    *(f"oracle.ladder.{r}.recall@100.{s}" for r in ("query_no_location", "query", "history_text",
+                                                     "history_posterior", "taste", "intent")
+      for s in ("all", "head", "torso", "tail")),
+    *(f"oracle.ladder.{g}_gain.{s}" for g in ("history", "text") for s in ("head", "tail")),
     "ablation.no_history.recall@100.head.diff_ci_low", "ablation.no_history.recall@100.head.diff_ci_high",
     "ablation.no_graph.recall@100.all.diff_ci_low", "ablation.no_graph.recall@100.all.diff_ci_high",
     "unified.stopped_early", "transformer.pretrain_stopped_early", "unified.seeds.head_gap_min",

@@ -136,6 +136,34 @@ def test_history_reveals_the_taste_head_queries_leave_unsaid(r):
     assert r["bm25.head_history_taste.match"] > 2 * r["bm25.head_history_taste.chance"]
 
 
+#: The ceiling ladder's rungs, from the least the oracle knows to the most (chapter 2).
+LADDER = ("query_no_location", "query", "history_text", "history_posterior", "taste", "intent")
+
+
+def test_the_ceiling_ladder_climbs_in_every_segment(r):
+    for seg in SEGMENTS:
+        rungs = [r[f"oracle.ladder.{rung}.recall@100.{seg}"] for rung in LADDER]
+        assert rungs[0] < rungs[1], seg  # "without knowing where the buyer lives it falls"
+        assert all(low <= high for low, high in zip(rungs[1:], rungs[2:], strict=False)), (seg, rungs)
+        assert r[f"oracle.ladder.intent.recall@100.{seg}"] == r[f"oracle.recall@100.{seg}"], seg  # the oracle
+    # "the true tastes and the whole intent stay above" the perfect history reader on head queries
+    head = [r[f"oracle.ladder.{rung}.recall@100.head"] for rung in ("history_posterior", "taste", "intent")]
+    assert head[0] < head[1] < head[2]
+
+
+def test_a_perfect_history_reader_gains_most_on_head_queries_mostly_from_the_text(r):
+    def gain(rung, seg):
+        return r[f"oracle.ladder.{rung}.recall@100.{seg}"] - r[f"oracle.ladder.query.recall@100.{seg}"]
+
+    for seg in ("head", "tail"):
+        assert r[f"oracle.ladder.history_gain.{seg}"] == pytest.approx(gain("history_posterior", seg))
+        assert r[f"oracle.ladder.text_gain.{seg}"] == pytest.approx(gain("history_text", seg))
+    # "more than twice its gain on tail queries"
+    assert r["oracle.ladder.history_gain.head"] > 2 * r["oracle.ladder.history_gain.tail"]
+    # "most of that gain is in what the clicked listings' titles and tags say"
+    assert r["oracle.ladder.text_gain.head"] > 0.5 * r["oracle.ladder.history_gain.head"]
+
+
 # --- chapter 3: graph embeddings -------------------------------------------------------------------
 
 def test_query_degrees_are_heavy_tailed(r):

@@ -119,16 +119,16 @@ def co_purchase_agreement(world: Marketplace, facet: str = "aesthetic", split: s
             "random": float((values[a] == values[b]).mean()), "pairs": len(pairs)}
 
 
-def named_rate(world: Marketplace, facet: str = "aesthetic") -> dict[str, float]:
-    """Share of listings whose title, and whose tags, name the listing's own hidden ``facet`` value.
+def named_in_text(world: Marketplace, facet: str = "aesthetic") -> tuple[np.ndarray, np.ndarray]:
+    """Per listing: whether its title, and whether its tags, name the listing's own hidden ``facet`` value.
 
-    How much of a latent attribute the text shows (chapter 1): a word of the value's surface forms in the
-    title, or a tag equal to one of them. Listings without the facet (no recipient, say) count as unnamed.
+    A word of the value's surface forms (common, seller or buyer) in the title, or a tag equal to one of
+    them: what a perfect reader of the listing's text could learn about the facet. Listings without the
+    facet (no recipient, say) count as unnamed. Returns two boolean arrays in listing-id order.
     """
     vi = vocab_index()
     lat = world.latent.listings
-    has = lat[facet] >= 0
-    idx = np.flatnonzero(has)
+    idx = np.flatnonzero(lat[facet] >= 0)
     terms = vi.facet_terms(facet, lat[facet][idx], lat["category"][idx])
     listings = world.observed.listings
     in_title = np.zeros(len(listings), bool)
@@ -138,6 +138,15 @@ def named_rate(world: Marketplace, facet: str = "aesthetic") -> dict[str, float]
         title = f" {listings['title'].iat[i]} "
         in_title[i] = any(f" {form} " in title for form in forms)
         in_tags[i] = bool(forms & set(listings["tags"].iat[i]))
+    return in_title, in_tags
+
+
+def named_rate(world: Marketplace, facet: str = "aesthetic") -> dict[str, float]:
+    """Share of listings whose title, and whose tags, name the listing's own hidden ``facet`` value.
+
+    How much of a latent attribute the text shows (chapter 1); see :func:`named_in_text`.
+    """
+    in_title, in_tags = named_in_text(world, facet)
     return {"title": float(in_title.mean()), "tags": float(in_tags.mean()),
             "either": float((in_title | in_tags).mean())}
 
