@@ -164,6 +164,14 @@ def test_a_perfect_history_reader_gains_most_on_head_queries_mostly_from_the_tex
     assert r["oracle.ladder.text_gain.head"] > 0.5 * r["oracle.ladder.history_gain.head"]
 
 
+def test_the_unified_model_collects_only_a_small_part_of_the_history_headroom(r):
+    # chapter 2: "the unified model of chapter 6 ... collects only a small part of this headroom": even
+    # the top of the interval of its history gain on head queries is under a quarter of the headroom
+    headroom = r["oracle.ladder.history_gain.head"]
+    assert r["ablation.no_history.recall@100.head.diff_ci_high"] < 0.25 * headroom
+    assert r["unified.seeds.head_gap_max"] < 0.25 * headroom
+
+
 # --- chapter 3: graph embeddings -------------------------------------------------------------------
 
 def test_query_degrees_are_heavy_tailed(r):
