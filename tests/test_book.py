@@ -36,6 +36,11 @@ REQUIRED = [
     "ablation.no_graph.recall@100.all.diff_ci_low", "ablation.no_graph.recall@100.all.diff_ci_high",
     "unified.stopped_early", "transformer.pretrain_stopped_early", "unified.seeds.head_gap_min",
     "unified.seeds.head_gap_max",
+    # issue 30: the history's headroom, what the taste block collects of it, over the paired seeds
+    *(f"personalization.gain.recall@100.{s}" for s in ("all", "head", "tail")),
+    "personalization.headroom.recall@100.head", "personalization.captured_share.head",
+    "personalization.seed_gaps.head.min", "personalization.seed_gaps.head.max",
+    "unified.history_overlap@100.head",
     *(f"negatives.{n}.recall@100.{s}" for n in ("inbatch", "uniform", "hard_from_start", "curriculum")
       for s in ("all", "head", "tail")),
     "negatives.curriculum_minus_inbatch.recall@100.all.ci_low",

@@ -164,14 +164,6 @@ def test_a_perfect_history_reader_gains_most_on_head_queries_mostly_from_the_tex
     assert r["oracle.ladder.text_gain.head"] > 0.5 * r["oracle.ladder.history_gain.head"]
 
 
-def test_the_unified_model_collects_only_a_small_part_of_the_history_headroom(r):
-    # chapter 2: "the unified model of chapter 6 ... collects only a small part of this headroom": even
-    # the top of the interval of its history gain on head queries is under a quarter of the headroom
-    headroom = r["oracle.ladder.history_gain.head"]
-    assert r["ablation.no_history.recall@100.head.diff_ci_high"] < 0.25 * headroom
-    assert r["unified.seeds.head_gap_max"] < 0.25 * headroom
-
-
 # --- chapter 3: graph embeddings -------------------------------------------------------------------
 
 def test_query_degrees_are_heavy_tailed(r):
@@ -366,6 +358,73 @@ def test_neither_the_history_on_head_nor_the_graph_overall_gains_at_any_seed(r):
         assert r[f"unified.seeds.{gap}_min"] < -0.01, gap
     # "averaged over them, the model with history is even slightly lower on head queries"
     assert 0 < r["ablation.no_history.seeds.recall@100.head"] - r["unified.seeds.recall@100.head"] < 0.02
+
+
+def test_the_seed_study_ran_the_code_on_disk_and_this_build_reproduces_it(r):
+    # "the build checks that the code is unchanged and that its own seed-0 runs above reproduce the
+    # study's seed-0 row exactly"
+    assert r["unified.seed_study.current"] == 1
+    assert r["unified.seed_study.reproduced"] == 1
+    assert r["personalization.seed_study.reproduced"] == 1
+    assert r["unified.seeds.n"] >= 5  # issue 30: at least five paired seeds
+
+
+def test_in_batch_negatives_almost_never_ask_about_taste_but_the_page_does(r):
+    # "Only x% of in-batch negatives have the engaged listing's product type; on the page ... y% do"
+    assert r["unified.contrast.in_batch_same_type"] < 0.1
+    assert r["unified.contrast.page_same_type"] > 0.5
+    # "Over the seeds the history encoder alone shows no gain": it is below no-history on average
+    assert r["personalization.encoder_gain.recall@100.head"] < 0.005
+
+
+def test_the_click_model_finds_the_worlds_aesthetics_from_the_logs_alone(r):
+    # "x% of its twelve largest weights belong to the world's aesthetics" (chance: a few per cent)
+    assert r["taste.top12_aesthetic_share"] >= 0.75
+    assert r["taste.fit_seconds"] < 30
+
+
+def test_the_taste_weight_is_chosen_on_logged_validation_engagements(r):
+    # "larger weights let taste crowd out the query": the chosen weight beats no block on the logs
+    assert r["taste.weight"] > 0
+    assert r["taste.logged_recall@100.chosen"] > r["taste.logged_recall@100.off"]
+
+
+def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
+    gain = "personalization.gain.recall@100"
+    # "gains on head queries at every seed", and each seed's buyer bootstrap keeps the head gain above 0
+    assert r["personalization.seed_gaps.head.min"] > 0
+    assert r["personalization.seed_ci_low.head.min"] > 0
+    assert r[f"{gain}.head.t_low"] > 0
+    # "Torso and tail queries gain too ... so the tail does not pay for the head", and (the comparison
+    # with the paper) "on average more than on tail queries"
+    assert r[f"{gain}.head"] > r[f"{gain}.tail"] > 0
+    assert r["personalization.seed_ci_low.tail.min"] > -0.01
+    # "The gain lands where there is history to read": long above short; with no earlier search it
+    # "scatters around 0" (its mean is small next to the long-history gain)
+    assert r[f"{gain}.history.long"] > r[f"{gain}.history.short"] + 0.01
+    assert abs(r[f"{gain}.history.none"]) < r[f"{gain}.history.long"] / 2
+    # "above every model of the book so far"
+    for other in ("unified.recall@100.all", "ablation.no_history.recall@100.all",
+                  "transformer.pretrained.recall@100.all", "transformer.scratch.recall@100.all",
+                  "term.recall@100.all", "bm25.recall@100.all", "popularity.recall@100.all"):
+        assert r["personalization.taste.recall@100.all"] > r[other], other
+
+
+def test_the_taste_block_collects_a_fraction_of_the_history_headroom(r):
+    # "collects only x% of what a perfect reader of the history could": issue 30's bar is a quarter
+    # of the headroom (+0.05 on head queries), and the chapter says it is not reached
+    share = r["personalization.captured_share.head"]
+    assert 0.05 < share < 0.25
+    assert r["personalization.gain.recall@100.head"] < 0.05 < r["personalization.headroom.recall@100.head"]
+    # "The history encoder alone ... moves head queries by" less than the block does
+    assert r["personalization.encoder_gain.recall@100.head"] < r["personalization.gain.recall@100.head"]
+
+
+def test_the_taste_block_changes_a_head_querys_results_more_than_the_encoder(r):
+    # "share x% of their listings, against y% when only the history encoder reads it"
+    overlap = r["unified.history_overlap@100.head"]
+    assert overlap < r["unified.history_overlap@100.head.encoder_only"] - 0.03
+    assert r["unified.history_overlap@100.head.encoder_only"] > 0.95
 
 
 def test_history_reveals_taste_and_the_product_vectors_now_see_it(r):

@@ -215,9 +215,15 @@ class UnifiedRetriever:
                 model.encode_listings(*features.listings(np.arange(s, min(s + batch_size, len(self.listing_ids)))))
                 for s in range(0, len(self.listing_ids), batch_size)])
 
-    def encode_sessions(self, sessions: pd.DataFrame) -> torch.Tensor:
-        """Query vectors of logged sessions (``session_id``, ``user_id``, ``query``)."""
-        rows = self.features.session_rows(sessions["session_id"].to_numpy())
+    def encode_sessions(self, sessions: pd.DataFrame, history: bool = True) -> torch.Tensor:
+        """Query vectors of logged sessions (``session_id``, ``user_id``, ``query``).
+
+        ``history=False`` leaves every buyer's history out (location kept): the unpersonalised request.
+        """
+        if history:
+            rows = self.features.session_rows(sessions["session_id"].to_numpy())
+        else:
+            rows = np.full(len(sessions), -1)
         return self._encode(sessions["query"].astype(str).tolist(), sessions["user_id"].to_numpy(), rows)
 
     def _encode(self, texts: list[str], users: np.ndarray, rows: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""Chapter 6's seed study: the full model, its history and graph ablations, and the full model with the taste block.
+
+Trains each arm at paired seeds (the same seeds for every arm) and evaluates every run on the test
+window's sessions: per-session recall@100, written as a :class:`~retrieval_lib.evaluation.seed_study.SeedStudy`
+that chapter 6 reads instead of retraining four models per seed in every build. The taste block's
+weight is chosen for each seed on the validation window's logged engagements, as chapter 6 does for
+seed 0 (part of the training procedure, never from latent labels).
+
+    .venv/bin/python benchmarks/unified_seeds.py [--preset book] [--seeds 0 1 2 3 4] [--out FILE]
+
+The file records this command, the preset, the seeds and a digest of the library code; a test fails
+when the digest no longer matches, and the book's own seed-0 runs must reproduce its seed-0 row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+
+from common import unified_features
+
+from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
+from retrieval_lib.evaluation.seed_study import SeedStudy
+from retrieval_lib.models.taste import TasteModel, TasteRetriever, choose_taste_weight
+from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
+from retrieval_lib.training.pairs import validation_pairs
+
+#: The library code the study runs (with everything it imports): its digest stamps the file.
+MODULES = ("retrieval_lib.models.taste", "retrieval_lib.models.unified", "retrieval_lib.evaluation.offline",
+           "retrieval_lib.training.pairs", "retrieval_lib.features.unified", "retrieval_lib.encoders.graph",
+           "retrieval_lib.training.pretraining", "retrieval_lib.marketplace")
+#: Arm -> the unified model's configuration (the taste arm adds the taste block to the full model).
+ARMS = {"full": UnifiedConfig(), "no_history": UnifiedConfig().without("history"),
+        "no_graph": UnifiedConfig().without("graph")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="book")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", default="book/data/unified_seeds.json")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    world, fingerprint, features = unified_features(args.preset)
+    observed = world.observed
+    eval_set = EvaluationSet.build(world, "test")
+    pairs = validation_pairs(observed)
+    taste = TasteModel.fit(observed)
+    results: dict[str, dict[int, object]] = {arm: {} for arm in (*ARMS, "taste")}
+    weights, logged = {}, {}
+    for seed in args.seeds:
+        train = replace(UNIFIED_TRAIN_CONFIG, seed=seed)
+        for arm, config in ARMS.items():
+            model, _ = unified_model(features, fingerprint, config, train)
+            retriever = UnifiedRetriever(model, features)
+            results[arm][seed] = evaluate(retriever, eval_set)
+            if arm == "full":
+                weight, scores = choose_taste_weight(retriever, taste, pairs)
+                weights[str(seed)], logged[str(seed)] = weight, {f"{w:g}": s for w, s in scores.items()}
+                results["taste"][seed] = evaluate(TasteRetriever(retriever, taste, weight), eval_set)
+        head = {arm: round(runs[seed].value("recall@100", "head"), 4) for arm, runs in results.items()}
+        print(f"seed {seed}: weight {weights[str(seed)]:g}, head recall@100 {head} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    command = "benchmarks/unified_seeds.py " + " ".join(sys.argv[1:])
+    study = SeedStudy.collect("unified_seeds", command.strip(), args.preset, MODULES, results,
+                              extra={"taste_weight": weights, "taste_logged_recall@100": logged,
+                                     "seconds": round(time.perf_counter() - start)})
+    study.save(args.out)
+    print(study.table("head").round(4))
+    print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

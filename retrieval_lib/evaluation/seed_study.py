@@ -1,0 +1,123 @@
+"""Seed studies too costly for every book build: per-session results of several arms at paired seeds, on disk.
+
+A study trains each arm (a training procedure, e.g. the full model or one ablation) at the same seeds
+and evaluates every run on the same sessions. A benchmark script runs it once and commits the file
+under ``book/data/``, with the command, the preset and a digest of the library code it ran; a chapter
+reads it. The file is current only while the digest matches the code, and the build's own seed-0 runs
+must reproduce its seed-0 row exactly, which the book's tests check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from retrieval_lib.evaluation.offline import EvaluationResult
+from retrieval_lib.infra.cache import source_digest
+
+#: Columns of a study's sessions: what an :class:`EvaluationResult` groups by.
+SESSION_COLUMNS: tuple[str, ...] = ("session_id", "user_id", "segment", "history")
+
+
+@dataclass(frozen=True)
+class SeedStudy:
+    """``values[arm][seed]``: one ``metric`` value per session of ``sessions``, for every arm and seed."""
+
+    name: str
+    command: str
+    preset: str
+    metric: str
+    modules: tuple[str, ...]
+    digest: str
+    sessions: pd.DataFrame
+    values: dict[str, dict[int, np.ndarray]]
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ValueError("a seed study needs at least one arm")
+        seeds = {arm: sorted(runs) for arm, runs in self.values.items()}
+        if len({tuple(s) for s in seeds.values()}) != 1 or not next(iter(seeds.values())):
+            raise ValueError(f"every arm needs the same, non-empty seeds (paired), got {seeds}")
+        for arm, runs in self.values.items():
+            for seed, v in runs.items():
+                if len(v) != len(self.sessions):
+                    raise ValueError(f"{arm} at seed {seed} has {len(v)} values for {len(self.sessions)} sessions")
+
+    @classmethod
+    def collect(cls, name: str, command: str, preset: str, modules: tuple[str, ...],
+                results: dict[str, dict[int, EvaluationResult]], metric: str = "recall@100",
+                extra: dict[str, object] | None = None) -> SeedStudy:
+        """A study from evaluations of the same sessions (``results[arm][seed]``), stamped with the code digest."""
+        first = next(iter(next(iter(results.values())).values())).per_session
+        sessions = first[list(SESSION_COLUMNS)].reset_index(drop=True)
+        values = {}
+        for arm, runs in results.items():
+            values[arm] = {}
+            for seed, result in runs.items():
+                per = result.per_session
+                if not np.array_equal(per["session_id"].to_numpy(), sessions["session_id"].to_numpy()):
+                    raise ValueError(f"{arm} at seed {seed} was evaluated on other sessions")
+                values[arm][int(seed)] = per[metric].to_numpy(dtype=float)
+        return cls(name, command, preset, metric, tuple(modules), source_digest(tuple(modules)), sessions, values,
+                   dict(extra or {}))
+
+    @property
+    def arms(self) -> list[str]:
+        """The study's arms, in the order they were collected."""
+        return list(self.values)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The paired seeds, ascending."""
+        return sorted(next(iter(self.values.values())))
+
+    def is_current(self) -> bool:
+        """Whether the library code the study ran is still the code on disk."""
+        return self.digest == source_digest(self.modules)
+
+    def result(self, arm: str, seed: int) -> EvaluationResult:
+        """One run as an :class:`EvaluationResult` (its one metric), e.g. for a paired bootstrap."""
+        if arm not in self.values or seed not in self.values[arm]:
+            raise KeyError(f"no run {arm!r} at seed {seed}; have arms {self.arms} at seeds {self.seeds}")
+        return EvaluationResult(self.sessions.assign(**{self.metric: self.values[arm][seed]}))
+
+    def table(self, group: str = "all") -> pd.DataFrame:
+        """Seeds x arms: the mean ``metric`` of each run over the sessions of ``group``."""
+        return pd.DataFrame({arm: {s: self.result(arm, s).value(self.metric, group) for s in self.seeds}
+                             for arm in self.arms}).rename_axis("seed")
+
+    def save(self, path: str | Path) -> None:
+        """Write the study as JSON (values rounded to 6 decimals; 0/1 values stay short)."""
+        def compact(v: np.ndarray) -> list[float | int]:
+            return [int(x) if float(x).is_integer() else round(float(x), 6) for x in v]
+
+        data = {"name": self.name, "command": self.command, "preset": self.preset, "metric": self.metric,
+                "modules": list(self.modules), "digest": self.digest, "extra": self.extra,
+                "sessions": {c: self.sessions[c].tolist() for c in SESSION_COLUMNS},
+                "values": {arm: {str(s): compact(v) for s, v in runs.items()} for arm, runs in self.values.items()}}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SeedStudy:
+        """Read a study written by :meth:`save` (a clear error if the file is missing or malformed)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no seed study at {path}; run its benchmark script to write it")
+        try:
+            data = json.loads(path.read_text())
+            sessions = pd.DataFrame({c: data["sessions"][c] for c in SESSION_COLUMNS})
+            values = {arm: {int(s): np.asarray(v, dtype=float) for s, v in runs.items()}
+                      for arm, runs in data["values"].items()}
+            return cls(data["name"], data["command"], data["preset"], data["metric"], tuple(data["modules"]),
+                       data["digest"], sessions, values, data.get("extra", {}))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} is not a seed study: {err}") from err

@@ -1,0 +1,91 @@
+"""Seed studies on disk: collected from evaluations, saved and loaded unchanged, stamped with the code digest."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrieval_lib.evaluation.offline import EvaluationResult
+from retrieval_lib.evaluation.seed_study import SeedStudy
+from retrieval_lib.evaluation.uncertainty import paired_bootstrap
+from retrieval_lib.infra.cache import source_digest
+
+MODULES = ("retrieval_lib.evaluation.metrics",)
+
+
+def _result(values, sessions=(10, 11, 12, 13)) -> EvaluationResult:
+    return EvaluationResult(pd.DataFrame({
+        "session_id": list(sessions), "user_id": [1, 1, 2, 3], "segment": ["head", "tail", "head", "torso"],
+        "history": ["none", "short", "long", "long"], "recall@100": values, "mrr": [0.5] * len(sessions)}))
+
+
+def _study() -> SeedStudy:
+    results = {"a": {0: _result([1.0, 0.0, 1.0, 1.0]), 1: _result([0.0, 0.0, 1.0, 0.5])},
+               "b": {0: _result([0.0, 0.0, 1.0, 0.0]), 1: _result([1.0, 1.0, 0.0, 0.25])}}
+    return SeedStudy.collect("toy", "benchmarks/toy.py --seeds 0 1", "tiny", MODULES, results,
+                             extra={"note": "hand-made"})
+
+
+def test_collect_keeps_per_session_values_and_the_digest():
+    study = _study()
+    assert study.arms == ["a", "b"] and study.seeds == [0, 1]
+    assert study.digest == source_digest(MODULES) and study.is_current()
+    table = study.table("head")
+    assert table.loc[0, "a"] == 1.0 and table.loc[1, "b"] == 0.5
+    assert study.table().loc[1, "a"] == pytest.approx(1.5 / 4)
+    # a run read back is an EvaluationResult: the paired bootstrap works on it
+    d = paired_bootstrap(study.result("a", 0), study.result("b", 0), "recall@100", "all", n_boot=200)
+    assert d.diff == pytest.approx(0.5)
+    with pytest.raises(KeyError, match="no run"):
+        study.result("a", 7)
+
+
+def test_save_and_load_round_trip_exactly(tmp_path):
+    study = _study()
+    path = tmp_path / "data" / "toy.json"
+    study.save(path)
+    loaded = SeedStudy.load(path)
+    assert (loaded.name, loaded.command, loaded.preset, loaded.digest, loaded.extra) == (
+        study.name, study.command, study.preset, study.digest, study.extra)
+    pd.testing.assert_frame_equal(loaded.sessions, study.sessions)
+    for arm in study.arms:
+        for seed in study.seeds:
+            np.testing.assert_array_equal(loaded.values[arm][seed], study.values[arm][seed])
+    assert '"1,0,1,1"' not in path.read_text() and "[1,0,1,1]" in path.read_text()  # 0/1 stay short
+
+
+def test_a_stale_digest_is_detected(tmp_path):
+    path = tmp_path / "toy.json"
+    _study().save(path)
+    data = json.loads(path.read_text())
+    data["digest"] = "0" * 16
+    path.write_text(json.dumps(data))
+    assert not SeedStudy.load(path).is_current()
+
+
+def test_bad_studies_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="benchmark"):
+        SeedStudy.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"name": "x"}')
+    with pytest.raises(ValueError, match="not a seed study"):
+        SeedStudy.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="same, non-empty seeds"):
+        SeedStudy.collect("x", "c", "tiny", MODULES, {"a": {0: _result([1.0] * 4)}, "b": {1: _result([1.0] * 4)}})
+    with pytest.raises(ValueError, match="other sessions"):
+        SeedStudy.collect("x", "c", "tiny", MODULES,
+                          {"a": {0: _result([1.0] * 4)}, "b": {0: _result([1.0] * 4, sessions=(1, 2, 3, 4))}})
+    with pytest.raises(ValueError, match="at least one arm"):
+        SeedStudy("x", "c", "tiny", "recall@100", MODULES, "d", pd.DataFrame(), {})
+
+
+def test_the_committed_seed_studies_ran_the_code_on_disk():
+    """A study under book/data is stale once the library code it ran changes: rerun its command."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "book" / "data"
+    studies = [SeedStudy.load(p) for p in sorted(data.glob("*.json")) if '"digest"' in p.read_text()[:100_000]]
+    assert studies, "chapter 6's seed study (book/data/unified_seeds.json) is missing"
+    for study in studies:
+        assert study.is_current(), f"{study.name} is stale: rerun `.venv/bin/python {study.command}`"
+        assert study.preset == "book" and len(study.seeds) >= 5, study.name
