@@ -358,6 +358,12 @@ def test_neither_the_history_on_head_nor_the_graph_overall_gains_at_any_seed(r):
         assert r[f"unified.seeds.{gap}_min"] < -0.01, gap
     # "averaged over them, the model with history is even slightly lower on head queries"
     assert 0 < r["ablation.no_history.seeds.recall@100.head"] - r["unified.seeds.recall@100.head"] < 0.02
+    # the multi-bootstrap over seeds and buyers: no gain from the history on head queries, and "the model
+    # without the graph is ahead"
+    assert r["multiboot.history.n_seeds"] >= 5 and r["multiboot.graph.n_seeds"] >= 5
+    assert r["multiboot.history.recall@100.head.ci_low"] < 0
+    assert r["multiboot.history.recall@100.head.ci_high"] < 0.005
+    assert r["multiboot.graph.recall@100.all.ci_high"] < 0
 
 
 def test_the_seed_study_ran_the_code_on_disk_and_this_build_reproduces_it(r):
@@ -394,7 +400,17 @@ def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
     # "gains on head queries at every seed", and each seed's buyer bootstrap keeps the head gain above 0
     assert r["personalization.seed_gaps.head.min"] > 0
     assert r["personalization.seed_ci_low.head.min"] > 0
-    assert r[f"{gain}.head.t_low"] > 0
+    # over seeds and buyers together (and the t-interval cross-check) the interval lies above 0
+    multiboot = "multiboot.personalization.recall@100"
+    assert r["multiboot.personalization.n_seeds"] >= 5
+    assert r[f"{multiboot}.head.mean"] == pytest.approx(r[f"{gain}.head"])
+    assert r[f"{multiboot}.head.ci_low"] > 0 and r[f"{gain}.head.t_low"] > 0
+    for seg in ("all", "tail"):
+        assert r[f"{multiboot}.{seg}.ci_low"] > 0, seg
+    # "Seed 0's buyers-only interval alone ... does not even contain the mean over the seeds"
+    assert not r["personalization.seed0_buyers_only.head.ci_low"] <= r[f"{gain}.head"] <= r[
+        "personalization.seed0_buyers_only.head.ci_high"]
+    assert r["personalization.seed0_buyers_only.head.ci_low"] > r[f"{gain}.head"]  # "rosier"
     # "Torso and tail queries gain too ... so the tail does not pay for the head", and (the comparison
     # with the paper) "on average more than on tail queries"
     assert r[f"{gain}.head"] > r[f"{gain}.tail"] > 0

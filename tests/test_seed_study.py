@@ -89,3 +89,14 @@ def test_the_committed_seed_studies_ran_the_code_on_disk():
     for study in studies:
         assert study.is_current(), f"{study.name} is stale: rerun `.venv/bin/python {study.command}`"
         assert study.preset == "book" and len(study.seeds) >= 5, study.name
+
+
+def test_compare_is_the_multi_bootstrap_over_the_studys_seeds():
+    study = _study()
+    d = study.compare("a", "b", n_boot=500)
+    # per seed, a - b over the four sessions: seed 0 (1 + 0 + 0 + 1) / 4, seed 1 (-1 - 1 + 1 + 0.25) / 4
+    assert d.per_seed == pytest.approx((0.5, -0.1875)) and d.mean == pytest.approx(0.15625)
+    assert d.n_seeds == 2 and d.n_buyers == 3
+    assert d.ci_low <= d.mean <= d.ci_high
+    with pytest.raises(KeyError, match="no run"):
+        study.compare("a", "c")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval_lib.evaluation.offline import EvaluationResult
+from retrieval_lib.evaluation.uncertainty import MultiBootstrapDifference, multi_bootstrap
 from retrieval_lib.infra.cache import source_digest
 
 #: Columns of a study's sessions: what an :class:`EvaluationResult` groups by.
@@ -85,6 +86,15 @@ class SeedStudy:
         if arm not in self.values or seed not in self.values[arm]:
             raise KeyError(f"no run {arm!r} at seed {seed}; have arms {self.arms} at seeds {self.seeds}")
         return EvaluationResult(self.sessions.assign(**{self.metric: self.values[arm][seed]}))
+
+    def compare(self, a: str, b: str, group: str = "all", **kwargs) -> MultiBootstrapDifference:
+        """Arm ``a`` minus arm ``b`` over the study's paired seeds and buyers: the multi-bootstrap.
+
+        ``kwargs`` go to :func:`~retrieval_lib.evaluation.uncertainty.multi_bootstrap` (``n_boot``,
+        ``level``, ``seed``).
+        """
+        return multi_bootstrap([self.result(a, s) for s in self.seeds], [self.result(b, s) for s in self.seeds],
+                               self.metric, group, **kwargs)
 
     def table(self, group: str = "all") -> pd.DataFrame:
         """Seeds x arms: the mean ``metric`` of each run over the sessions of ``group``."""
