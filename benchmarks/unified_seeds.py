@@ -6,23 +6,26 @@ that chapter 6 reads instead of retraining four models per seed in every build. 
 weight is chosen for each seed on the validation window's logged engagements, as chapter 6 does for
 seed 0 (part of the training procedure, never from latent labels).
 
-    .venv/bin/python benchmarks/unified_seeds.py [--preset book] [--seeds 0 1 2 3 4] [--out FILE]
+    .venv/bin/python benchmarks/unified_seeds.py [--preset book] [--seeds 0 1 ... 9] [--out FILE] [--resume]
 
-The file records this command, the preset, the seeds and a digest of the library code; a test fails
-when the digest no longer matches, and the book's own seed-0 runs must reproduce its seed-0 row.
+The file records the command (with every seed it holds), the preset, the seeds and a digest of the
+library code; a test fails when the digest no longer matches, and the book's own seed-0 runs must
+reproduce its seed-0 row. With ``--resume``, the seeds already in a current file (same digest and
+preset) are kept and only the missing ones are trained: each seed's runs depend on that seed alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from common import unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
+from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.models.taste import TasteModel, TasteRetriever, choose_taste_weight
 from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.training.pairs import validation_pairs
@@ -39,18 +42,30 @@ ARMS = {"full": UnifiedConfig(), "no_history": UnifiedConfig().without("history"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="book")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--out", default="book/data/unified_seeds.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the seeds of a current file at --out and train only the missing ones")
     args = parser.parse_args()
     start = time.perf_counter()
+    results: dict[str, dict[int, object]] = {arm: {} for arm in (*ARMS, "taste")}
+    weights, logged, seconds = {}, {}, 0
+    if args.resume and Path(args.out).is_file():
+        done = SeedStudy.load(args.out)
+        if done.digest != source_digest(MODULES) or done.preset != args.preset or set(done.arms) != set(results):
+            raise SystemExit(f"{args.out} was written by other code, preset or arms; run without --resume")
+        for arm in results:
+            results[arm] = {seed: done.result(arm, seed) for seed in done.seeds}
+        weights, logged = dict(done.extra["taste_weight"]), dict(done.extra["taste_logged_recall@100"])
+        seconds = int(done.extra["seconds"])
+        print(f"kept seeds {done.seeds} of {args.out}", flush=True)
+    todo = [seed for seed in args.seeds if seed not in results["full"]]
     world, fingerprint, features = unified_features(args.preset)
     observed = world.observed
     eval_set = EvaluationSet.build(world, "test")
     pairs = validation_pairs(observed)
     taste = TasteModel.fit(observed)
-    results: dict[str, dict[int, object]] = {arm: {} for arm in (*ARMS, "taste")}
-    weights, logged = {}, {}
-    for seed in args.seeds:
+    for seed in todo:
         train = replace(UNIFIED_TRAIN_CONFIG, seed=seed)
         for arm, config in ARMS.items():
             model, _ = unified_model(features, fingerprint, config, train)
@@ -63,10 +78,14 @@ def main() -> None:
         head = {arm: round(runs[seed].value("recall@100", "head"), 4) for arm, runs in results.items()}
         print(f"seed {seed}: weight {weights[str(seed)]:g}, head recall@100 {head} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-    command = "benchmarks/unified_seeds.py " + " ".join(sys.argv[1:])
-    study = SeedStudy.collect("unified_seeds", command.strip(), args.preset, MODULES, results,
-                              extra={"taste_weight": weights, "taste_logged_recall@100": logged,
-                                     "seconds": round(time.perf_counter() - start)})
+    seeds = sorted(results["full"])
+    results = {arm: {seed: runs[seed] for seed in seeds} for arm, runs in results.items()}
+    command = (f"benchmarks/unified_seeds.py --preset {args.preset} --seeds {' '.join(map(str, seeds))} "
+               f"--out {args.out}")
+    study = SeedStudy.collect("unified_seeds", command, args.preset, MODULES, results,
+                              extra={"taste_weight": {str(s): weights[str(s)] for s in seeds},
+                                     "taste_logged_recall@100": {str(s): logged[str(s)] for s in seeds},
+                                     "seconds": seconds + round(time.perf_counter() - start)})
     study.save(args.out)
     print(study.table("head").round(4))
     print(f"wrote {args.out} ({time.perf_counter() - start:.0f} s)")

@@ -202,7 +202,7 @@ def test_glossary_is_in_the_toc_and_every_term_is_linked():
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory) -> list[dict]:
+def tiny_run_files(tmp_path_factory) -> list[Path]:
     """Every chapter run twice on the tiny preset, each with an empty cache, side by side (one thread each)."""
     tmp = tmp_path_factory.mktemp("tiny-runs")
     outs = [tmp / f"run{i}.json" for i in range(2)]
@@ -210,7 +210,13 @@ def tiny_runs(tmp_path_factory) -> list[dict]:
     logs = [p.communicate()[0] for p in procs]
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, f"a tiny run failed:\n{log[-3000:]}"
-    return [results.deterministic(json.loads(out.read_text())) for out in outs]
+    return outs
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tiny_run_files) -> list[dict]:
+    """The two tiny runs' figures (timings left out)."""
+    return [results.deterministic(json.loads(out.read_text())) for out in tiny_run_files]
 
 
 @pytest.mark.book
@@ -230,6 +236,19 @@ def test_tiny_run_matches_the_committed_reference(tiny_runs):
         f"{len(changed)} tiny figures differ from {chapters.REFERENCE.relative_to(ROOT)} (made on {made_on}; this "
         f"process: {numerics.describe()}).\nIf the change was intended, regenerate it with `{chapters.REGENERATE}` "
         "and commit it; if not, the numeric code paths are not pinned on this machine.\n" + "\n".join(changed))
+
+
+@pytest.mark.book
+def test_prose_quotes_only_figures_glued_above_it(tiny_run_files):
+    """The preface's promise: every number in the prose is computed by a code cell above it."""
+    folder = chapters.glue_logs(tiny_run_files[0])
+    late, checked = [], 0
+    for path in CHAPTERS:
+        glued = results.glue_log(folder / f"{path.stem}.tsv")
+        checked += len(glued)
+        late += chapters.glued_before_quoted(path, glued)
+    assert checked > 300, f"only {checked} glued figures logged in {folder}"
+    assert not late, "\n".join(late)
 
 
 @pytest.mark.book

@@ -348,22 +348,44 @@ def test_neither_the_graph_nor_the_history_shows_an_established_gain_in_any_segm
     # file cannot check it (pinned: -0.009 / -0.019, unpinned: +0.004 / +0.010, full minus no_history).
 
 
-def test_neither_the_history_on_head_nor_the_graph_overall_gains_at_any_seed(r):
-    # "the gaps between models move by more than a point"
+def test_neither_the_history_on_head_nor_the_graph_overall_gains_over_the_seeds(r):
     for gap in ("head_gap", "graph_gap"):
+        # "the gaps between models move by more than a point"
         assert r[f"unified.seeds.{gap}_max"] - r[f"unified.seeds.{gap}_min"] > 0.01, gap
-        # "at no seed is either more than a fraction of a point above 0, and at some seed each is more
-        # than a point below it"
-        assert r[f"unified.seeds.{gap}_max"] < 0.005, gap
-        assert r[f"unified.seeds.{gap}_min"] < -0.01, gap
-    # "averaged over them, the model with history is even slightly lower on head queries"
-    assert 0 < r["ablation.no_history.seeds.recall@100.head"] - r["unified.seeds.recall@100.head"] < 0.02
-    # the multi-bootstrap over seeds and buyers: no gain from the history on head queries, and "the model
-    # without the graph is ahead"
-    assert r["multiboot.history.n_seeds"] >= 5 and r["multiboot.graph.n_seeds"] >= 5
-    assert r["multiboot.history.recall@100.head.ci_low"] < 0
-    assert r["multiboot.history.recall@100.head.ci_high"] < 0.005
-    assert r["multiboot.graph.recall@100.all.ci_high"] < 0
+        # "each gap is above 0 at some seeds and below it at others, by up to about a point or more
+        # either way"
+        assert r[f"unified.seeds.{gap}_max"] > 0.008, gap
+        assert r[f"unified.seeds.{gap}_min"] < -0.008, gap
+    # "averaged over them, the two models are level on head queries"
+    assert abs(r["ablation.no_history.seeds.recall@100.head"] - r["unified.seeds.recall@100.head"]) < 0.002
+    # the multi-bootstrap over seeds and buyers (at least ten seeds each, issue 25): "and it averages
+    # out near 0"; "Both intervals hold 0: neither effect is established, and the graph's is, if
+    # anything, negative (x% of the replicates are at or below 0)"
+    for name, seg in (("history", "head"), ("graph", "all")):
+        key = f"multiboot.{name}.recall@100.{seg}"
+        assert r[f"multiboot.{name}.n_seeds"] >= 10, name
+        assert abs(r[f"{key}.mean"]) < 0.005, name
+        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], name
+    assert r["multiboot.graph.recall@100.all.mean"] < 0
+    assert r["multiboot.graph.recall@100.all.share_at_most_zero"] > 0.5
+
+
+def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_training_procedures(r):
+    # "At n of the seeds the history's one-seed interval misses the mean over the seeds altogether, and
+    # at m it excludes 0: a one-run study would have reported a gain, or a loss, with confidence"
+    assert r["seeds.history.buyers_only_misses_mean"] >= 1
+    assert r["seeds.history.buyers_only_excludes_zero"] >= 1
+    assert r["seeds.graph.buyers_only_misses_mean"] >= 1
+    # "two runs of the same procedure differ by more than a point now and then"
+    assert r["seeds.unified.n_seeds"] >= 10
+    assert r["seeds.unified.recall@100.all.sd_before"] > 0.005
+    assert r["unified.seeds.all_spread"] > 0.01
+    # "the two arms of a comparison do not move together"
+    assert r["seeds.history.arm_correlation"] < 0.3
+    # the seed counts quoted come from the measured spread of the per-seed differences
+    for name in ("history", "graph"):
+        assert r[f"seeds.{name}.sd_diff"] > 0.005, name
+        assert 2 < r[f"seeds.{name}.seeds_for_one_point"] < r[f"seeds.{name}.seeds_for_half_point"], name
 
 
 def test_the_seed_study_ran_the_code_on_disk_and_this_build_reproduces_it(r):
@@ -372,7 +394,7 @@ def test_the_seed_study_ran_the_code_on_disk_and_this_build_reproduces_it(r):
     assert r["unified.seed_study.current"] == 1
     assert r["unified.seed_study.reproduced"] == 1
     assert r["personalization.seed_study.reproduced"] == 1
-    assert r["unified.seeds.n"] >= 5  # issue 30: at least five paired seeds
+    assert r["unified.seeds.n"] >= 10  # issue 25: at least ten paired seeds for the history and the graph
 
 
 def test_in_batch_negatives_almost_never_ask_about_taste_but_the_page_does(r):
@@ -402,15 +424,16 @@ def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
     assert r["personalization.seed_ci_low.head.min"] > 0
     # over seeds and buyers together (and the t-interval cross-check) the interval lies above 0
     multiboot = "multiboot.personalization.recall@100"
-    assert r["multiboot.personalization.n_seeds"] >= 5
+    assert r["multiboot.personalization.n_seeds"] >= 10
     assert r[f"{multiboot}.head.mean"] == pytest.approx(r[f"{gain}.head"])
     assert r[f"{multiboot}.head.ci_low"] > 0 and r[f"{gain}.head.t_low"] > 0
     for seg in ("all", "tail"):
         assert r[f"{multiboot}.{seg}.ci_low"] > 0, seg
-    # "Seed 0's buyers-only interval alone ... does not even contain the mean over the seeds"
-    assert not r["personalization.seed0_buyers_only.head.ci_low"] <= r[f"{gain}.head"] <= r[
+    # "Seed 0's buyers-only interval ... holds the mean over the seeds, but that is luck: at n of the
+    # seeds the one-seed interval misses it"
+    assert r["personalization.seed0_buyers_only.head.ci_low"] <= r[f"{gain}.head"] <= r[
         "personalization.seed0_buyers_only.head.ci_high"]
-    assert r["personalization.seed0_buyers_only.head.ci_low"] > r[f"{gain}.head"]  # "rosier"
+    assert r["personalization.buyers_only_misses_mean"] >= 1
     # "Torso and tail queries gain too ... so the tail does not pay for the head", and (the comparison
     # with the paper) "on average more than on tail queries"
     assert r[f"{gain}.head"] > r[f"{gain}.tail"] > 0
@@ -428,9 +451,9 @@ def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
 
 def test_the_taste_block_collects_a_fraction_of_the_history_headroom(r):
     # "collects only x% of what a perfect reader of the history could": issue 30's bar is a quarter
-    # of the headroom (+0.05 on head queries), and the chapter says it is not reached
+    # of the headroom (+0.05 on head queries); "came close without reaching it"
     share = r["personalization.captured_share.head"]
-    assert 0.05 < share < 0.25
+    assert 0.15 < share < 0.25
     assert r["personalization.gain.recall@100.head"] < 0.05 < r["personalization.headroom.recall@100.head"]
     # "The history encoder alone ... moves head queries by" less than the block does
     assert r["personalization.encoder_gain.recall@100.head"] < r["personalization.gain.recall@100.head"]
@@ -737,6 +760,10 @@ def test_the_boost_is_small_next_to_the_cosine_in_the_traced_request(r):
     assert 0 < r["trace.boost_max"] < r["trace.cosine_min"] / 4
     assert r["trace.boost_range"] > r["trace.cosine_range"] / 3  # "enough to reorder" close listings
     assert r["trace.candidates"] == 4 * 8
+    # "What does re-ranking them change here? Nothing: of n test requests searched both ways, 0 got
+    # another page", because "the chosen ef of x, above the y candidates" makes the graph search the same
+    assert r["trace.rerank_checked"] >= 100 and r["trace.rerank_changed_pages"] == 0
+    assert r["system.index_ef"] >= r["trace.candidates"]
 
 
 def test_every_bad_request_got_a_4xx(r):

@@ -62,3 +62,19 @@ def test_readme_quick_start_has_exactly_the_two_commands():
     block = re.search(r"```(?:bash|sh)?\n(.*?)```", quick, re.S).group(1)
     commands = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.split("#")[0].strip()]
     assert commands == ["make book", "make test"]
+
+
+def test_make_lab_starts_as_root_and_on_the_tiny_world():
+    import os
+    import subprocess
+
+    def dry_run(*args: str) -> str:
+        out = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
+        return next(line for line in out.splitlines() if "jupyter lab" in line)
+
+    line = dry_run("lab")
+    assert "notebooks/" in line
+    assert ("--allow-root" in line) == (os.getuid() == 0)  # JupyterLab refuses root without it
+    assert "RETRIEVAL_LIB_PRESET" not in line
+    assert dry_run("lab", "PRESET=tiny").startswith("RETRIEVAL_LIB_PRESET=tiny ")

@@ -238,3 +238,30 @@ def test_a_tag_that_is_not_an_object_starts_a_fresh_file(tmp_path):
     with pytest.warns(UserWarning, match="another world"):
         results.record("new.key", 2, path=path, glue=False)
     assert results.load(path) == {"new.key": 2}
+
+
+def test_glue_log_keeps_the_first_cell_that_glued_each_key(tmp_path):
+    log = tmp_path / "ch.tsv"
+    log.write_text("a.b\t2\nc.d\t3\na.b\t5\n")
+    assert results.glue_log(log) == {"a.b": 2, "c.d": 3}
+
+
+def test_prose_that_quotes_a_figure_glued_below_it_is_reported(tmp_path):
+    import nbformat
+
+    from retrieval_lib.infra import chapters
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("setup()"),  # execution count 1
+        nbformat.v4.new_markdown_cell("Early: {glue:text}`x.late:.3f` and {glue}`x.early`."),
+        nbformat.v4.new_code_cell("   "),  # empty: not executed, not counted
+        nbformat.v4.new_code_cell("record('x.late')"),  # execution count 2
+        nbformat.v4.new_markdown_cell("Later: {glue:text}`x.late:.1%`, {glue:text}`other.ipynb::x.late:.2f`, "
+                                      "`x.never` and {glue:text}`x.unlogged:.2f`."),
+    ]
+    path = tmp_path / "07_toy.ipynb"
+    nbformat.write(nb, path)
+    late = chapters.glued_before_quoted(path, {"x.early": 1, "x.late": 2})
+    assert late == ["07_toy.ipynb: markdown after code cell 1 quotes 'x.late', glued in code cell 2"]
+    assert chapters.glued_before_quoted(path, {"x.early": 1, "x.late": 1}) == []

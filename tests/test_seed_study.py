@@ -100,3 +100,28 @@ def test_compare_is_the_multi_bootstrap_over_the_studys_seeds():
     assert d.ci_low <= d.mean <= d.ci_high
     with pytest.raises(KeyError, match="no run"):
         study.compare("a", "c")
+
+
+def test_per_seed_is_each_seeds_own_buyers_only_bootstrap():
+    study = _study()
+    table = study.per_seed("a", "b", "all", n_boot=500)
+    assert list(table.index) == [0, 1]
+    assert table["diff"].tolist() == pytest.approx([0.5, -0.1875])
+    for seed in (0, 1):
+        d = paired_bootstrap(study.result("a", seed), study.result("b", seed), "recall@100", "all", n_boot=500)
+        assert (table.loc[seed, "ci_low"], table.loc[seed, "ci_high"]) == (d.ci_low, d.ci_high)
+    # head sessions are rows 0 and 2: seed 0 (1 - 0 + 1 - 1) / 2, seed 1 (0 - 1 + 1 - 0) / 2
+    assert study.per_seed("a", "b", "head", n_boot=500)["diff"].tolist() == pytest.approx([0.5, 0.0])
+
+
+def test_the_seed_interval_figure_shows_every_seed_and_both_pooled_intervals():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from retrieval_lib.infra.plotting import seed_intervals
+
+    study = _study()
+    ax = seed_intervals(study.per_seed("a", "b", n_boot=500), study.compare("a", "b", n_boot=500), title="toy")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "all"]
+    assert len(ax.containers) == 3  # per-seed dots, multi-bootstrap, t-interval
+    assert ax.get_title() == "toy"

@@ -11,6 +11,7 @@ from retrieval_lib.evaluation.uncertainty import (
     multi_bootstrap_sums,
     paired_bootstrap,
     seed_runs,
+    seeds_needed,
 )
 
 
@@ -180,3 +181,22 @@ def test_the_multi_bootstrap_covers_the_true_difference_and_a_buyers_only_interv
         buyers_only += low <= delta <= high
     assert 0.93 <= multi / studies <= 0.97
     assert buyers_only / studies < 0.85
+
+
+def test_seeds_needed_is_the_first_count_whose_t_half_width_is_below_the_effect():
+    # by hand: t(0.975, 5) / sqrt(6) = 2.571 / 2.449 = 1.050 > 1; t(0.975, 6) / sqrt(7) = 2.447 / 2.646 = 0.925
+    assert stats.t.ppf(0.975, 5) / np.sqrt(6) > 1 > stats.t.ppf(0.975, 6) / np.sqrt(7)
+    assert seeds_needed(1.0, 1.0) == 7
+    assert seeds_needed(1.0, -1.0) == 7  # the sign of the effect does not matter
+    assert seeds_needed(0.5, 1.0) < seeds_needed(1.0, 1.0) < seeds_needed(2.0, 1.0)
+    assert seeds_needed(0.0, 0.01) == 2  # no seed noise: two seeds show any difference
+    # a large sample: the normal approximation (1.96 sd / effect)^2
+    assert abs(seeds_needed(0.01, 0.001) - (1.96 * 10) ** 2) <= 3
+
+
+def test_seeds_needed_refuses_meaningless_input():
+    for sd, effect in ((-1.0, 1.0), (np.nan, 1.0), (1.0, 0.0), (1.0, np.inf)):
+        with pytest.raises(ValueError):
+            seeds_needed(sd, effect)
+    with pytest.raises(ValueError, match="more than 50 seeds"):
+        seeds_needed(1.0, 0.01, max_seeds=50)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval_lib.evaluation.offline import EvaluationResult
-from retrieval_lib.evaluation.uncertainty import MultiBootstrapDifference, multi_bootstrap
+from retrieval_lib.evaluation.uncertainty import MultiBootstrapDifference, multi_bootstrap, paired_bootstrap
 from retrieval_lib.infra.cache import source_digest
 
 #: Columns of a study's sessions: what an :class:`EvaluationResult` groups by.
@@ -95,6 +95,18 @@ class SeedStudy:
         """
         return multi_bootstrap([self.result(a, s) for s in self.seeds], [self.result(b, s) for s in self.seeds],
                                self.metric, group, **kwargs)
+
+    def per_seed(self, a: str, b: str, group: str = "all", **kwargs) -> pd.DataFrame:
+        """Arm ``a`` minus arm ``b`` at each seed alone, with that seed's paired bootstrap over buyers.
+
+        One row per seed (``diff``, ``ci_low``, ``ci_high``): what a study of one training run would
+        report at each seed. ``kwargs`` go to :func:`~retrieval_lib.evaluation.uncertainty.paired_bootstrap`.
+        """
+        rows = {}
+        for seed in self.seeds:
+            d = paired_bootstrap(self.result(a, seed), self.result(b, seed), self.metric, group, **kwargs)
+            rows[seed] = {"diff": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high}
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seed")
 
     def table(self, group: str = "all") -> pd.DataFrame:
         """Seeds x arms: the mean ``metric`` of each run over the sessions of ``group``."""

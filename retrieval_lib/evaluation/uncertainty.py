@@ -206,6 +206,29 @@ def seed_t_interval(per_seed: np.ndarray, level: float = 0.95) -> tuple[float, f
     return float(low), float(high)
 
 
+def seeds_needed(sd_diff: float, effect: float, level: float = 0.95, max_seeds: int = 10_000) -> int:
+    """How many paired seeds a t-interval needs before a true difference of ``effect`` excludes 0.
+
+    The smallest ``n >= 2`` whose half-width ``t(level, n - 1) * sd_diff / sqrt(n)`` is below
+    ``|effect|``, where ``sd_diff`` is the seed standard deviation of the per-seed *difference*
+    between two arms: ``var(a - b) = var(a) + var(b) - 2 cov(a, b)``, so arms whose per-seed results
+    move together (paired seeds) need fewer seeds. A planning figure, not a power analysis: it assumes
+    the measured difference is the true one.
+    """
+    if sd_diff < 0 or not np.isfinite(sd_diff):
+        raise ValueError(f"sd_diff must be a finite standard deviation, got {sd_diff}")
+    if effect == 0 or not np.isfinite(effect):
+        raise ValueError(f"effect must be finite and non-zero, got {effect}")
+    if sd_diff == 0:
+        return 2
+    n = np.arange(2, max_seeds + 1)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd_diff / np.sqrt(n)
+    enough = np.flatnonzero(half < abs(effect))
+    if enough.size == 0:
+        raise ValueError(f"more than {max_seeds} seeds needed for an effect of {effect} at SD {sd_diff}")
+    return int(n[enough[0]])
+
+
 def seed_runs(run: Callable[[int], EvaluationResult], seeds: Iterable[int] = (0, 1, 2), metric: str = "recall@100",
               groups: tuple[str, ...] = ("all", "head", "torso", "tail")) -> pd.DataFrame:
     """Evaluate ``run(seed)`` (train with that seed, cached, and evaluate) for each seed: one row per seed.

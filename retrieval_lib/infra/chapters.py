@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -25,19 +26,28 @@ ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests" / "data" / "tiny_reference.json"
 REGENERATE = ".venv/bin/python benchmarks/tiny_reference.py"
 
+#: A glue role in markdown: {glue:text}`key:.3f`, {glue}`key` (the key, without format or notebook path).
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:[^`:]*::)?([^`:]+)")
+
 #: One thread per run: two runs go side by side on two cores, and the thread count is part of the numerics.
 SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
-#: Executes the notebooks named on its command line in order, in one process (the env sets the preset).
+#: Executes the notebooks named on its command line in order, in one process (the env sets the preset);
+#: each notebook's kernel logs its glues to ``<results file stem>-glue/<notebook stem>.tsv``.
 _RUN = """
+import os
 import sys
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
+logs = Path(os.environ["RETRIEVAL_LIB_RESULTS"]).with_suffix("")
+logs = logs.with_name(logs.name + "-glue")
+logs.mkdir(parents=True, exist_ok=True)
 for name in sys.argv[1:]:
     path = Path(name)
+    os.environ["RETRIEVAL_LIB_GLUE_LOG"] = str(logs / f"{path.stem}.tsv")
     NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
 """
@@ -57,6 +67,33 @@ def start_run(paths: Sequence[Path], results_file: Path, cache: Path, preset: st
            "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1"}
     return subprocess.Popen([sys.executable, "-c", _RUN, *map(str, paths)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def glue_logs(results_file: Path) -> Path:
+    """The folder where :func:`start_run` logs which cell glued each figure, one file per notebook."""
+    return results_file.with_name(results_file.stem + "-glue")
+
+
+def glued_before_quoted(path: Path, glued: dict[str, int]) -> list[str]:
+    """Glue roles in ``path``'s markdown that quote a figure no earlier code cell glued.
+
+    ``glued`` maps each key to the execution count of the cell that glued it (:func:`results.glue_log`);
+    code cells with source run in order, so the n-th of them has count n. Keys the run never glued (a
+    figure only the ``book`` preset records, say) are left to the strict book build.
+    """
+    import nbformat
+
+    late = []
+    executed = 0
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code" and cell.source.strip():
+            executed += 1
+        elif cell.cell_type == "markdown":
+            for key in GLUE_ROLE.findall(cell.source):
+                if key in glued and glued[key] > executed:
+                    late.append(f"{path.name}: markdown after code cell {executed} quotes {key!r}, glued in "
+                                f"code cell {glued[key]}")
+    return late
 
 
 def differences(expected: dict[str, object], actual: dict[str, object], limit: int = 25) -> list[str]:

@@ -1,10 +1,17 @@
-"""Figures that several chapters share (the system diagram, consistent segment colours)."""
+"""Figures that several chapters share (the system diagram, consistent segment colours, seed intervals)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+if TYPE_CHECKING:
+    from retrieval_lib.evaluation.uncertainty import MultiBootstrapDifference
 
 #: One colour per query segment, used by every chapter.
 SEGMENT_COLOURS = {"head": "#1b9e77", "torso": "#d95f02", "tail": "#7570b3"}
@@ -93,3 +100,28 @@ def unified_architecture(ax: Axes | None = None) -> Axes:
 def whole_system_diagram(ax: Axes | None = None) -> Axes:
     """Draw the whole system of chapter 10: the request path on top, what is built offline below."""
     return box_diagram(_WHOLE_BOXES, _WHOLE_ARROWS, ax)
+
+
+def seed_intervals(per_seed: pd.DataFrame, multi: MultiBootstrapDifference, ax: Axes | None = None,
+                   title: str = "", ylabel: str = "difference") -> Axes:
+    """One comparison at every seed (dot and buyers-only interval) beside the multi-bootstrap over all of them.
+
+    ``per_seed`` is :meth:`~retrieval_lib.evaluation.seed_study.SeedStudy.per_seed`; the right-most
+    bar is the multi-bootstrap interval (seeds and buyers resampled together), the grey one next to it
+    the t-interval over the per-seed differences, and the dashed line their mean.
+    """
+    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    x = np.arange(len(per_seed))
+    spread = [per_seed["diff"] - per_seed["ci_low"], per_seed["ci_high"] - per_seed["diff"]]
+    ax.errorbar(x, per_seed["diff"], yerr=spread, fmt="o", color="C0", capsize=3,
+                label="one seed: buyers-only 95% interval")
+    right = len(per_seed) + 0.5
+    ax.errorbar([right], [multi.mean], yerr=[[multi.mean - multi.ci_low], [multi.ci_high - multi.mean]], fmt="D",
+                color="C3", capsize=5, lw=2.5, label="all seeds: multi-bootstrap")
+    ax.errorbar([right + 1], [multi.mean], yerr=[[multi.mean - multi.t_low], [multi.t_high - multi.mean]], fmt="none",
+                color="0.5", capsize=5, lw=1.5, label="all seeds: t-interval")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.axhline(multi.mean, color="C3", lw=0.8, ls="--")
+    ax.set_xticks([*x, right + 0.5], [*map(str, per_seed.index), "all"])
+    ax.set(xlabel="training seed", ylabel=ylabel, title=title)
+    return ax

@@ -26,6 +26,9 @@ import numpy as np
 
 #: Environment variable that overrides where results are written.
 RESULTS_ENV = "RETRIEVAL_LIB_RESULTS"
+#: Environment variable naming a file to which every glue appends ``key<TAB>cell`` (the running cell's
+#: number, ``n`` of ``In[n]``): a test reads it to check that prose quotes only figures glued above it.
+GLUE_LOG_ENV = "RETRIEVAL_LIB_GLUE_LOG"
 #: Keys are lower-case, dot-separated words (``bm25.recall@100.tail``).
 KEY_PATTERN = re.compile(r"^[a-z0-9_@]+(\.[a-z0-9_@]+)+$")
 #: Keys with these suffixes are wall-clock timings or ratios of timings: recorded, not expected to repeat.
@@ -140,8 +143,22 @@ def _glue(key: str, value: float | int) -> None:
         from myst_nb import glue
     except ImportError:
         return
-    if get_ipython() is not None:
+    shell = get_ipython()
+    if shell is not None:
         glue(key, value, display=False)
+        log = os.environ.get(GLUE_LOG_ENV)
+        if log:  # the running cell's number n, as in In[n] (``In`` holds it by now; the counter is ahead)
+            with open(log, "a") as out:
+                out.write(f"{key}\t{len(shell.user_ns['In']) - 1}\n")
+
+
+def glue_log(path: str | Path) -> dict[str, int]:
+    """Key -> number ``n`` (``In[n]``) of the cell that first glued it, from a ``$RETRIEVAL_LIB_GLUE_LOG`` file."""
+    cells: dict[str, int] = {}
+    for line in Path(path).read_text().splitlines():
+        key, _, count = line.partition("\t")
+        cells.setdefault(key, int(count))
+    return cells
 
 
 def deterministic(results: dict[str, float]) -> dict[str, float]:
