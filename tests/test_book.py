@@ -91,6 +91,14 @@ def test_chapters_follow_the_book_structure(path):
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_exercises_are_numbered_in_order(path):
+    text = "\n".join(_markdown(path))
+    exercises = text.split("## Exercises", 1)[1].split("\n## ", 1)[0]
+    numbers = [int(n) for n in re.findall(r"^(\d+)\. ", exercises, re.M)]
+    assert len(numbers) >= 2 and numbers == list(range(1, len(numbers) + 1)), f"{path.name}: {numbers}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_prose_quotes_no_hand_typed_numbers(path):
     for source in _markdown(path):
         prose = re.sub(r"`[^`]*`", "", source)  # inline code and glue roles are fine

@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests" / "data" / "tiny_reference.json"
 REGENERATE = ".venv/bin/python benchmarks/tiny_reference.py"
 
-#: A glue role in markdown: {glue:text}`key:.3f`, {glue}`key` (the key, without format or notebook path).
-GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:[^`:]*::)?([^`:]+)")
+# A glue role in markdown, with or without a format or a notebook path; the group is the key. Private,
+# so that the API page does not print the pattern (the browser check would read it as unresolved glue).
+_GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:[^`:]*::)?([^`:]+)")
 
 #: One thread per run: two runs go side by side on two cores, and the thread count is part of the numerics.
 SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -89,7 +90,7 @@ def glued_before_quoted(path: Path, glued: dict[str, int]) -> list[str]:
         if cell.cell_type == "code" and cell.source.strip():
             executed += 1
         elif cell.cell_type == "markdown":
-            for key in GLUE_ROLE.findall(cell.source):
+            for key in _GLUE_ROLE.findall(cell.source):
                 if key in glued and glued[key] > executed:
                     late.append(f"{path.name}: markdown after code cell {executed} quotes {key!r}, glued in "
                                 f"code cell {glued[key]}")
