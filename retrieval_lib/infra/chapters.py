@@ -34,7 +34,7 @@ _GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:[^`:]*::)?([^`:]+)")
 SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 #: Executes the notebooks named on its command line in order, in one process (the env sets the preset);
-#: each notebook's kernel logs its glues to ``<results file stem>-glue/<notebook stem>.tsv``.
+#: each notebook's kernel logs its glues to ``<glue_logs(results file)>/<notebook stem>.tsv``.
 _RUN = """
 import os
 import sys
@@ -43,15 +43,14 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-logs = Path(os.environ["RETRIEVAL_LIB_RESULTS"]).with_suffix("")
-logs = logs.with_name(logs.name + "-glue")
+logs = Path(os.environ["RETRIEVAL_LIB_GLUE_LOGS"])
 logs.mkdir(parents=True, exist_ok=True)
 for name in sys.argv[1:]:
     path = Path(name)
-    os.environ["RETRIEVAL_LIB_GLUE_LOG"] = str(logs / f"{path.stem}.tsv")
+    os.environ["GLUE_LOG_ENV"] = str(logs / f"{path.stem}.tsv")
     NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
-"""
+""".replace("GLUE_LOG_ENV", results.GLUE_LOG_ENV)
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
@@ -65,7 +64,8 @@ def start_run(paths: Sequence[Path], results_file: Path, cache: Path, preset: st
     The figures land in ``results_file``; the process's output (stdout and stderr) is piped as text.
     """
     env = {**os.environ, **SINGLE_THREAD, "RETRIEVAL_LIB_PRESET": preset, "RETRIEVAL_LIB_RESULTS": str(results_file),
-           "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1"}
+           "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1",
+           "RETRIEVAL_LIB_GLUE_LOGS": str(glue_logs(results_file))}
     return subprocess.Popen([sys.executable, "-c", _RUN, *map(str, paths)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -78,9 +78,10 @@ def glue_logs(results_file: Path) -> Path:
 def glued_before_quoted(path: Path, glued: dict[str, int]) -> list[str]:
     """Glue roles in ``path``'s markdown that quote a figure no earlier code cell glued.
 
-    ``glued`` maps each key to the execution count of the cell that glued it (:func:`results.glue_log`);
-    code cells with source run in order, so the n-th of them has count n. Keys the run never glued (a
-    figure only the ``book`` preset records, say) are left to the strict book build.
+    ``glued`` maps each key to the number ``n`` (``In[n]``) of the cell that glued it
+    (:func:`results.glue_log`); code cells with source run in order, so the n-th of them is ``In[n]``.
+    Keys the run never glued (a figure only the ``book`` preset records, say) are left to the strict
+    book build.
     """
     import nbformat
 
