@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from retrieval_lib.marketplace import generate
-from retrieval_lib.serving.loadtest import ServiceProcess, latency_breakdown, load_test
+from retrieval_lib.service.loadtest import ServiceProcess, latency_breakdown, load_test
 
 OUT = Path(__file__).resolve().parent / "results"
 

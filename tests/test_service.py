@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from retrieval_lib.models.unified import UnifiedConfig
-from retrieval_lib.serving.api import MAX_TOP_N
+from retrieval_lib.service.app import MAX_TOP_N
+from retrieval_lib.service.loadtest import ServiceProcess, latency_breakdown, load_test, server_timing
 from retrieval_lib.serving.boosting import hydrate_queries
-from retrieval_lib.serving.loadtest import ServiceProcess, latency_breakdown, load_test, server_timing
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Generates (or loads) the world, builds the complete system through the artifact cache
 (:func:`retrieval_lib.pipeline.build_system`: loaded in seconds once the chapters have run, trained
-otherwise), and serves it with uvicorn on one process and one thread (:mod:`retrieval_lib.serving.api`).
+otherwise), and serves it with uvicorn on one process and one thread (:mod:`retrieval_lib.service.app`).
 The model and the index load once, at start-up.
 """
 
@@ -17,7 +17,7 @@ import uvicorn
 
 from retrieval_lib.marketplace import PRESETS, generate
 from retrieval_lib.pipeline import build_system
-from retrieval_lib.serving.api import create_app
+from retrieval_lib.service.app import create_app
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
