@@ -1,6 +1,8 @@
 """The HTTP service, tested over HTTP: a real uvicorn process on a loopback port, started like a user would."""
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -87,6 +89,11 @@ BAD_REQUESTS = [
     ("post", "/query", _vector_body(DIM, "1e999"), 422, "vector"),
     ("post", "/query", _vector_body(DIM, '"a"'), 422, "vector"),
     ("post", "/query", '{"vector": []}', 422, "numbers"),
+    ("post", "/query", _vector_body(DIM + 1), 422, f"have {DIM}"),
+    ("post", "/query", _vector_body(DIM, "3e38"), 422, "less than or equal to"),
+    ("post", "/query", _vector_body(DIM, "-1e7"), 422, "greater than or equal to"),
+    ("post", "/query", _vector_body(DIM, "1" + "0" * 400), 422, "vector"),
+    ("post", "/query", _vector_body(20_000), 413, "bytes"),
     ("post", "/search", '{"query": "necklace", "top_n": "10"}', 422, "top_n"),
     ("post", "/search", '{"query": "necklace", "top_n": 2.5}', 422, "top_n"),
     ("post", "/search", '{"query": "necklace", "top_n": 0}', 422, "top_n"),
@@ -106,11 +113,15 @@ BAD_REQUESTS = [
     ("post", "/search", '{"query": 42}', 422, "query"),
     ("post", "/search", '{"query": "%s"}' % ("a" * 501), 422, "query"),
     ("post", "/search", '{"query": "necklace"', 422, "json"),
+    ("post", "/search", '{"query": "necklace", "top_n": 1%s}' % ("0" * 5000), 400, "parsing"),
+    ("post", "/search", '{"query": "\\ud800"}', 422, "query"),
+    ("post", "/search", '{"query": "%s"}' % (" " * 70_000), 413, "bytes"),
     ("post", "/search", '[1, 2]', 422, "body"),
     ("post", "/search", '', 422, "body"),
     ("post", "/search", 'not json at all', 422, "json"),
     ("get", "/listings/99999999", None, 404, "unknown listing"),
     ("get", "/listings/abc", None, 422, "listing_id"),
+    ("get", "/listings/99999999999999999999999", None, 404, "unknown listing"),
     ("get", "/nowhere", None, 404, "not found"),
 ]
 
@@ -142,6 +153,26 @@ def test_a_short_load_test(service, tiny_world):
     assert 0 < summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"] < 5_000
     breakdown = latency_breakdown(result)
     assert {"query_tower", "ann", "rerank", "response", "http_and_client"} <= set(breakdown.index)
+
+
+def test_health_answers_within_100_ms_under_load(service, client, tiny_world):
+    """Heavy searches (top 100, re-ranked, the largest ef) from four client threads; /health meanwhile."""
+    sessions = tiny_world.observed.split("test").head(300)
+    bodies = [{"query": q, "user_id": int(u), "top_n": MAX_TOP_N, "rerank": True, "level": 5}
+              for q, u in zip(sessions["query"], sessions["user_id"], strict=True)]
+    seconds, during_load = [], 0
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(load_test, service.url, bodies, concurrency=4, warmup=0)
+        time.sleep(0.3)
+        while not load.done() and len(seconds) < 20:
+            start = time.perf_counter()
+            assert client.get("/health").status_code == 200
+            seconds.append(time.perf_counter() - start)
+            during_load += not load.done()
+            time.sleep(0.05)
+        result = load.result()
+    assert result.errors == 0 and during_load >= 5, (result.summary(), during_load)
+    assert np.median(seconds) < 0.1 and max(seconds) < 1.0, [round(x * 1e3, 1) for x in seconds]
 
 
 def test_server_timing_parsing():

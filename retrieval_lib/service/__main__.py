@@ -2,8 +2,9 @@
 
 Generates (or loads) the world, builds the complete system through the artifact cache
 (:func:`retrieval_lib.pipeline.build_system`: loaded in seconds once the chapters have run, trained
-otherwise), and serves it with uvicorn on one process and one thread (:mod:`retrieval_lib.service.app`).
-The model and the index load once, at start-up.
+otherwise), and serves it with uvicorn in one process (:mod:`retrieval_lib.service.app`): the event loop
+answers HTTP, and the searches run one at a time in a worker thread, with one torch thread. The model and
+the index load once, at start-up.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     # built (or trained, on a cold cache) with the book's thread count: the weights depend on it
     retriever = build_system(generate(args.preset, seed=args.seed, cache=True))
-    torch.set_num_threads(1)  # one request at a time on one thread; more processes scale out
+    torch.set_num_threads(1)  # one search at a time on one thread; more processes scale out
     print(f"system for preset {args.preset!r} ready in {time.perf_counter() - start:.1f} s; "
           f"serving on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     uvicorn.run(create_app(retriever), host=args.host, port=args.port, log_level="warning", workers=1)
