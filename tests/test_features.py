@@ -180,3 +180,17 @@ def test_retrieved_distance_is_a_percentile_over_every_retrieved_listing(tiny_wo
     miles = user_listing_miles(observed, sessions["user_id"].to_numpy(), ranked)
     assert retrieved_distance(observed, sessions, ranked, percentile=100) == pytest.approx(np.nanmax(miles))
     assert retrieved_distance(observed, sessions, ranked, percentile=50) == pytest.approx(np.nanmedian(miles))
+
+
+def test_history_rows_match_a_lookup_by_index_and_name_the_unknown_session(tiny_world):
+    import pandas as pd
+
+    history = user_histories(tiny_world.observed, max_items=4, current=True)
+    reference = pd.Series(np.arange(len(history.session_ids)), index=history.session_ids)
+    rng = np.random.default_rng(0)
+    wanted = rng.choice(history.session_ids, size=500)  # repeats and current-history rows (negative ids)
+    assert (history.session_ids < 0).any() and (wanted < 0).any()
+    assert np.array_equal(history.rows(wanted), reference.loc[wanted].to_numpy())
+    assert history.rows(np.array([], dtype=np.int64)).shape == (0,)
+    with pytest.raises(KeyError, match="no history for session 999999999"):
+        history.rows(np.array([int(history.session_ids[0]), 10**9 - 1]))

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-import pandas as pd
 
 from retrieval_lib.marketplace import ObservedMarketplace
 
@@ -37,13 +37,29 @@ class UserHistory:
     listing: np.ndarray
     source: np.ndarray
 
+    @cached_property
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """The session ids in ascending order and the row each one sits in (built once, then reused)."""
+        order = np.argsort(self.session_ids, kind="stable")
+        return self.session_ids[order], order
+
     def rows(self, session_ids: np.ndarray) -> np.ndarray:
-        """Row of each session id (a ``KeyError`` names the first unknown one)."""
-        index = pd.Series(np.arange(len(self.session_ids)), index=self.session_ids)
-        missing = ~np.isin(session_ids, self.session_ids)
+        """Row of each session id (a ``KeyError`` names the first unknown one).
+
+        A binary search over the sorted ids: a serving request looks up one row in microseconds
+        instead of indexing every session again.
+        """
+        wanted = np.asarray(session_ids)
+        ids, order = self._sorted
+        if len(ids) == 0:
+            if wanted.size:
+                raise KeyError(f"no history for session {wanted.flat[0]}")
+            return np.empty(wanted.shape, dtype=np.int64)
+        at = np.searchsorted(ids, wanted).clip(max=len(ids) - 1)
+        missing = ids[at] != wanted
         if missing.any():
-            raise KeyError(f"no history for session {np.asarray(session_ids)[missing][0]}")
-        return index.loc[np.asarray(session_ids)].to_numpy()
+            raise KeyError(f"no history for session {wanted[missing].flat[0]}")
+        return order[at]
 
     def lengths(self) -> np.ndarray:
         """Number of real (non-padding) items per session."""

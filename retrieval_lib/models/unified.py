@@ -41,6 +41,7 @@ from retrieval_lib.training.loop import TrainConfig, TrainHistory, cached_traini
 from retrieval_lib.training.losses import Loss, SoftmaxLoss
 from retrieval_lib.training.negatives import Catalogue, InBatchNegatives, NegativeSource
 from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs, validation_pairs
+from retrieval_lib.training.streams import component_stream, stream_generator
 from retrieval_lib.training.trainer import Schedule, fit_two_tower, training_code, training_parts
 
 #: Components that can be switched off, in the order the ablation table lists them.
@@ -145,10 +146,14 @@ class UnifiedModel(nn.Module):
     """The product tower and the query tower.
 
     ``dims`` gives the width of every frozen feature block (``transformer``, ``graph``, ``numeric``,
-    ``location``); only the blocks the config enables are read.
+    ``location``); only the blocks the config enables are read. With a training ``seed``, each
+    component (term encoder, history encoder, the two MLPs, graph dropout) draws from a random stream
+    of its own (:mod:`~retrieval_lib.training.streams`), so switching one component off leaves the
+    others' initial weights and dropout masks as they were; without one (a model built to load
+    weights into) torch's global generator is used.
     """
 
-    def __init__(self, config: UnifiedConfig, dims: dict[str, int]) -> None:
+    def __init__(self, config: UnifiedConfig, dims: dict[str, int], seed: int | None = None) -> None:
         super().__init__()
         self.config = config
         self.dims = dict(dims)
@@ -158,24 +163,29 @@ class UnifiedModel(nn.Module):
         missing = set(self.product_blocks + self.query_blocks) - set(dims)
         if missing:
             raise ValueError(f"feature dims missing for {sorted(missing)}")
-        self.term = TermEncoder(config.n_buckets, config.term_dim) if config.term else None
+        with component_stream(seed, "term"):
+            self.term = TermEncoder(config.n_buckets, config.term_dim) if config.term else None
         term_width = config.term_dim if config.term else 0
         history_width = config.term_dim if config.history else 0
         if config.history and "history" not in dims:
             raise ValueError("feature dims missing for ['history']")
-        self.history = (HistoryEncoder(dims["history"], config.term_dim, config.history_heads,
-                                       dims.get("graph") if config.graph else None, config.history_zero_start)
-                        if config.history else None)
-        self.product = mlp(term_width + sum(dims[b] for b in self.product_blocks), config.hidden, config.out_dim)
-        self.query = mlp(term_width + history_width + sum(dims[b] for b in self.query_blocks), config.hidden,
-                         config.out_dim)
+        with component_stream(seed, "history"):
+            self.history = (HistoryEncoder(dims["history"], config.term_dim, config.history_heads,
+                                           dims.get("graph") if config.graph else None, config.history_zero_start)
+                            if config.history else None)
+        with component_stream(seed, "product"):
+            self.product = mlp(term_width + sum(dims[b] for b in self.product_blocks), config.hidden, config.out_dim)
+        with component_stream(seed, "query"):
+            self.query = mlp(term_width + history_width + sum(dims[b] for b in self.query_blocks), config.hidden,
+                             config.out_dim)
+        self._graph_dropout = stream_generator(seed, "graph_dropout")
 
     def encode_listings(self, bags: tuple[torch.Tensor, torch.Tensor], blocks: dict[str, torch.Tensor]
                         ) -> torch.Tensor:
         """Unit-norm listing vectors from term bags ``(ids, offsets)`` and frozen feature blocks."""
         parts = [self.term(*bags)] if self.config.term else []
         if self.training and self.config.graph and self.config.graph_dropout > 0:
-            keep = torch.rand(len(blocks["graph"]), 1) >= self.config.graph_dropout
+            keep = torch.rand(len(blocks["graph"]), 1, generator=self._graph_dropout) >= self.config.graph_dropout
             blocks = {**blocks, "graph": blocks["graph"] * keep}  # as if the listing were not in the graph
         parts += [blocks[b] for b in self.product_blocks]
         return F.normalize(self.product(torch.cat(parts, dim=1)), dim=-1)
@@ -276,7 +286,7 @@ def fit_unified(features: UnifiedFeatures, config: UnifiedConfig, train_config: 
         return m.encode_queries(query_bags.select(q_rows), blocks, history)
 
     return fit_two_tower(
-        lambda: UnifiedModel(config, features.dims), pairs, encode_queries,
+        lambda: UnifiedModel(config, features.dims, seed=train_config.seed), pairs, encode_queries,
         encode_listings=lambda m, ids: m.encode_listings(*features.listings(ids)),
         validate=lambda m: logged_recall(UnifiedRetriever(m, features), valid),
         config=train_config, loss=loss or SoftmaxLoss(), negatives=negatives or InBatchNegatives("request"),
