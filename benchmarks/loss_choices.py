@@ -26,11 +26,12 @@ from common import choice_parser, unified_features
 
 from retrieval_lib.evaluation.negatives import interaction_scores
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
-from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
+from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.serving.pruning import pruning_effect, threshold_for_retention
 from retrieval_lib.training.curriculum import Recipe, negative_recipes
 from retrieval_lib.training.losses import HingeLoss, Loss, PairwiseLoss, SoftmaxLoss
 from retrieval_lib.training.pairs import TrainingPairs, engaged_pairs
+from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 from retrieval_lib.training.trainer import describe, steps_per_epoch
 
 #: Margins of the pairwise loss tried, in cosine units.

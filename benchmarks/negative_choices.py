@@ -18,10 +18,11 @@ from pathlib import Path
 from common import choice_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
-from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
+from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.training.curriculum import Recipe, negative_recipes
 from retrieval_lib.training.negatives import HardInBatchNegatives, InBatchNegatives
 from retrieval_lib.training.pairs import engaged_pairs
+from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 from retrieval_lib.training.trainer import steps_per_epoch
 
 

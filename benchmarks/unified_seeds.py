@@ -27,13 +27,14 @@ from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
 from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.models.taste import TasteModel, TasteRetriever, choose_taste_weight
-from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
+from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.training.pairs import validation_pairs
+from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 
 #: The library code the study runs (with everything it imports): its digest stamps the file.
 MODULES = ("retrieval_lib.models.taste", "retrieval_lib.models.unified", "retrieval_lib.evaluation.offline",
            "retrieval_lib.training.pairs", "retrieval_lib.features.unified", "retrieval_lib.encoders.graph",
-           "retrieval_lib.training.pretraining", "retrieval_lib.marketplace")
+           "retrieval_lib.training.pretraining", "retrieval_lib.marketplace", "retrieval_lib.training.recipes")
 #: Arm -> the unified model's configuration (the taste arm adds the taste block to the full model).
 ARMS = {"full": UnifiedConfig(), "no_history": UnifiedConfig().without("history"),
         "no_graph": UnifiedConfig().without("graph")}

@@ -19,8 +19,9 @@ from pathlib import Path
 from common import choice_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
-from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model
+from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.training.negatives import InBatchNegatives
+from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 
 VARIANTS = {
     "chosen (request mask, zero start, paper query side, graph dropout 0.5)": (UnifiedConfig(),

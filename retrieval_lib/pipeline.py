@@ -29,7 +29,6 @@ from retrieval_lib.infra.cache import cached, weights_digest
 from retrieval_lib.infra.validation import positive_ints
 from retrieval_lib.marketplace import Marketplace
 from retrieval_lib.models.unified import (
-    UNIFIED_TRAIN_CONFIG,
     UnifiedConfig,
     UnifiedModel,
     UnifiedRetriever,
@@ -49,6 +48,7 @@ from retrieval_lib.training.curriculum import negative_recipes
 from retrieval_lib.training.losses import SoftmaxLoss
 from retrieval_lib.training.pairs import engaged_pairs, validation_pairs
 from retrieval_lib.training.pretraining import ENCODER_CONFIG, PRETRAIN_CONFIG, doc2query_model, listing_tokenizer
+from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 from retrieval_lib.training.trainer import steps_per_epoch
 
 

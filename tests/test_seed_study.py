@@ -125,3 +125,38 @@ def test_the_seed_interval_figure_shows_every_seed_and_both_pooled_intervals():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "all"]
     assert len(ax.containers) == 3  # per-seed dots, multi-bootstrap, t-interval
     assert ax.get_title() == "toy"
+
+
+def test_least_noisy_adopts_the_quietest_procedure_that_keeps_the_mean():
+    from retrieval_lib.evaluation.seed_study import least_noisy
+
+    valid = pd.DataFrame({"constant": [0.30, 0.34, 0.32],   # mean 0.32, SD 0.02
+                          "ema": [0.32, 0.33, 0.325],       # mean 0.325, SD 0.005: adopted
+                          "cosine": [0.31, 0.31, 0.31]})    # SD 0 but mean 0.31 < 0.32: out
+    assert least_noisy(valid, "constant") == "ema"
+    assert least_noisy(valid[["constant", "cosine"]], "constant") == "constant"
+    tie = pd.DataFrame({"constant": [0.25, 0.75], "ema": [0.5, 1.0]})  # same SD, higher mean: the baseline stays
+    assert least_noisy(tie, "constant") == "constant"
+    with pytest.raises(KeyError, match="swa"):
+        least_noisy(valid, "swa")
+    with pytest.raises(ValueError, match="2 seeds"):
+        least_noisy(valid.head(1), "constant")
+    with pytest.raises(ValueError, match="missing"):
+        least_noisy(valid.assign(ema=[0.3, None, 0.3]), "constant")
+
+
+def test_seed_spread_draws_every_seed_and_each_procedures_mean_and_sd():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from retrieval_lib.infra.plotting import seed_spread
+
+    table = pd.DataFrame({"constant": [0.30, 0.34, 0.32], "ema": [0.32, 0.33, 0.325]})
+    ax = seed_spread(table, title="toy", ylabel="recall")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["constant", "ema"]
+    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert [list(line.get_ydata()) for line in dots] == [[0.30, 0.34, 0.32], [0.32, 0.33, 0.325]]
+    bars = ax.containers
+    assert len(bars) == 2
+    assert bars[0].lines[0].get_ydata()[0] == pytest.approx(0.32)  # the mean, with one SD either side
+    assert ax.get_title() == "toy" and ax.get_ylabel() == "recall"

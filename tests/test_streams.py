@@ -66,7 +66,7 @@ def test_graph_dropout_masks_do_not_depend_on_the_history_or_the_global_generato
         kept = []
         for _ in range(3):
             seen = {}
-            handle = model.product.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
+            handle = model.product.register_forward_hook(lambda m, inp, out, seen=seen: seen.update(x=inp[0]))
             model.encode_listings(bags, blocks)
             handle.remove()
             start = 32 + DIMS["transformer"]  # term, transformer, then the graph block

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from retrieval_lib.training.curriculum import NegativeCurriculum
-from retrieval_lib.training.loop import Optimizer, TrainConfig, batches, steps_per_epoch, train
+from retrieval_lib.training.loop import Optimizer, TrainConfig, batches, lr_factor, steps_per_epoch, train
 from retrieval_lib.training.losses import HingeLoss, PairwiseLoss, SoftmaxLoss
 from retrieval_lib.training.mining import MinedNegatives
 from retrieval_lib.training.negatives import Catalogue, InBatchNegatives, Negatives, UniformNegatives
@@ -28,6 +28,90 @@ def test_steps_per_epoch_counts_the_batches_that_run(n, size):
 def test_config_validation():
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match="ema_decay"):
+            TrainConfig(ema_decay=bad)
+    with pytest.raises(ValueError, match="lr_decay"):
+        TrainConfig(lr_decay="linear")
+
+
+def test_cosine_decay_runs_from_the_full_rate_to_zero():
+    config = TrainConfig(lr_decay="cosine")
+    assert [lr_factor(config, s, 100) for s in (0, 50, 100, 150)] == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert lr_factor(TrainConfig(), 73, 100) == 1.0
+
+
+def _linear_problem():
+    x = torch.arange(40.0).reshape(20, 2) / 40
+    return x, x @ torch.tensor([1.0, -1.0])
+
+
+def test_cosine_decay_sets_each_step_learning_rate():
+    x, y = _linear_problem()
+    seen = []
+
+    def step(m, idx):
+        seen.append(m.opt_lr)  # read back below through the hook
+        return ((m(x[idx]).squeeze(1) - y[idx]) ** 2).mean()
+
+    model = nn.Linear(2, 1)
+    original = Optimizer.set_lr_factor
+    factors = []
+
+    def spy(self, factor):
+        factors.append(factor)
+        original(self, factor)
+        model.opt_lr = self.optimizers[0].param_groups[0]["lr"]
+
+    Optimizer.set_lr_factor = spy
+    try:
+        train(model, 20, step, lambda m: 0.0, TrainConfig(epochs=2, batch_size=10, lr=0.1, patience=5,
+                                                           lr_decay="cosine"), progress=False)
+    finally:
+        Optimizer.set_lr_factor = original
+    assert factors == pytest.approx([1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))])
+    assert seen == pytest.approx([0.1 * f for f in factors])
+
+
+def test_ema_keeps_the_moving_average_of_the_weights():
+    """Hand-computed: with SGD-free updates replaced by a fixed walk, the kept weights are the EMA."""
+    x, y = _linear_problem()
+    decay = 0.5
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1, bias=False)
+    walk = []
+
+    def step(m, idx):
+        walk.append(m.weight.detach().clone())
+        return ((m(x[idx]).squeeze(1) - y[idx]) ** 2).mean()
+
+    def validate(m):
+        return 0.0  # every epoch ties, so the first epoch's weights are kept
+
+    train(model, 20, step, validate, TrainConfig(epochs=1, batch_size=10, lr=0.1, ema_decay=decay),
+          progress=False)
+    # walk[i] is the weight before step i; the weight after the last step is not in walk: recompute it.
+    torch.manual_seed(0)
+    plain = nn.Linear(2, 1, bias=False)
+    train(plain, 20, step, validate, TrainConfig(epochs=1, batch_size=10, lr=0.1), progress=False)
+    after = [walk[1], plain.weight.detach()]  # weights after step 1 and step 2 of the same walk
+    expected = decay * after[0] + (1 - decay) * after[1]  # the first update copies, the second averages
+    torch.testing.assert_close(model.weight.detach(), expected)
+
+
+def test_ema_validates_the_averaged_weights_and_leaves_the_model_with_them():
+    x, y = _linear_problem()
+    validated = []
+
+    def validate(m):
+        validated.append(m)
+        return -((m(x).squeeze(1) - y) ** 2).mean().item()
+
+    model = nn.Linear(2, 1)
+    history = train(model, 20, lambda m, i: ((m(x[i]).squeeze(1) - y[i]) ** 2).mean(), validate,
+                    TrainConfig(epochs=5, batch_size=10, lr=0.05, patience=5, ema_decay=0.9), progress=False)
+    assert all(m is not model for m in validated)  # the average is scored, not the raw weights
+    assert validate(model) == pytest.approx(history.best_score, abs=1e-6)
 
 
 def test_optimizer_splits_sparse_and_dense_parameters():
@@ -269,3 +353,18 @@ def test_training_code_names_the_library_modules_of_a_run():
         "retrieval_lib.training.negatives"]
     # a reader's own loss or source (defined outside the package) has no source file to hash
     assert training_code(mean_score, Counting(1)) == []
+
+
+def test_the_recipe_stays_outside_the_code_digest_of_every_trained_model():
+    """Choosing another setting in ``training/recipes.py`` must reuse cached runs of that setting."""
+    from retrieval_lib.infra.cache import _imported_modules, _module_file
+
+    for root in ("retrieval_lib.models.unified", "retrieval_lib.models.term_tower",
+                 "retrieval_lib.training.pretraining", "retrieval_lib.training.mining"):
+        seen, todo = set(), [root]
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += sorted(_imported_modules(module, _module_file(module)))
+        assert "retrieval_lib.training.recipes" not in seen, root

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG
 from retrieval_lib.training.losses import (
     BOOK_HINGE,
     BOOK_PAIRWISE,
@@ -22,6 +21,7 @@ from retrieval_lib.training.losses import (
 )
 from retrieval_lib.training.negatives import Batch, InBatchNegatives, Negatives
 from retrieval_lib.training.pairs import INTERACTIONS, TrainingPairs
+from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 
 
 def test_softmax_loss_by_hand():

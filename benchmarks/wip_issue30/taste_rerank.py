@@ -25,10 +25,11 @@ from common import unified_features  # noqa: E402
 
 from retrieval_lib.evaluation.logged import logged_recall  # noqa: E402
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate  # noqa: E402
-from retrieval_lib.models.unified import UNIFIED_TRAIN_CONFIG, UnifiedConfig, UnifiedRetriever, unified_model  # noqa: E402
+from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model  # noqa: E402
 from retrieval_lib.serving.exact import exact_top_k  # noqa: E402
 from retrieval_lib.text.words import listing_documents, tokenize  # noqa: E402
 from retrieval_lib.training.pairs import validation_pairs  # noqa: E402
+from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 
 
 def word_matrix(listings: pd.DataFrame, min_df: int = 5) -> sp.csr_matrix:

@@ -143,3 +143,23 @@ class SeedStudy:
                        data["digest"], sessions, values, data.get("extra", {}))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path} is not a seed study: {err}") from err
+
+
+def least_noisy(valid: pd.DataFrame, baseline: str) -> str:
+    """The training procedure to adopt: the lowest seed SD among those whose mean is not below ``baseline``'s.
+
+    ``valid`` is seeds x procedures of an observable score (logged validation recall, never latent
+    labels). A remedy for seed noise is worth adopting only if it does not cost accuracy: a procedure
+    whose mean falls below the baseline's is out, and the baseline stays unless another one is less
+    noisy (ties keep the baseline).
+    """
+    if baseline not in valid.columns:
+        raise KeyError(f"no procedure {baseline!r} among {list(valid.columns)}")
+    if len(valid) < 2:
+        raise ValueError(f"a seed SD needs at least 2 seeds, got {len(valid)}")
+    if valid.isna().any().any():
+        raise ValueError("the validation scores have missing values")
+    mean, sd = valid.mean(), valid.std(ddof=1)
+    eligible = [c for c in valid.columns if c == baseline or mean[c] >= mean[baseline]]
+    best = min(eligible, key=lambda c: (sd[c], c != baseline))
+    return best

@@ -125,3 +125,21 @@ def seed_intervals(per_seed: pd.DataFrame, multi: MultiBootstrapDifference, ax: 
     ax.set_xticks([*x, right + 0.5], [*map(str, per_seed.index), "all"])
     ax.set(xlabel="training seed", ylabel=ylabel, title=title)
     return ax
+
+
+def seed_spread(table: pd.DataFrame, ax: Axes | None = None, title: str = "", ylabel: str = "score") -> Axes:
+    """Seeds x procedures: every seed's score as a dot, with each procedure's mean and one SD either side.
+
+    What a remedy for seed noise should do is visible at a glance: a tighter column of dots (a smaller
+    SD) at no lower mean.
+    """
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    for i, name in enumerate(table.columns):
+        values = table[name].to_numpy(dtype=float)
+        jitter = np.linspace(-0.12, 0.12, len(values))
+        ax.plot(i + jitter, values, "o", color=f"C{i}", alpha=0.7)
+        mean, sd = values.mean(), values.std(ddof=1)
+        ax.errorbar([i + 0.3], [mean], yerr=[sd], fmt="_", color="0.2", capsize=6, lw=1.5, markersize=14)
+    ax.set_xticks(range(len(table.columns)), list(table.columns))
+    ax.set(title=title, ylabel=ylabel)
+    return ax

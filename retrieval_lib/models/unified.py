@@ -50,8 +50,6 @@ COMPONENTS: tuple[str, ...] = ("graph", "term", "transformer", "history", "locat
 PRODUCT_BLOCKS: dict[str, str] = {"transformer": "transformer", "graph": "graph", "numeric": "numeric",
                                   "location": "location"}
 QUERY_BLOCKS: dict[str, str] = {"location": "location"}
-#: The book's training schedule for the unified model: up to 15 epochs, stopped by validation recall.
-UNIFIED_TRAIN_CONFIG = TrainConfig(epochs=15, batch_size=512, lr=3e-3, patience=2, seed=0)
 
 
 @dataclass(frozen=True)

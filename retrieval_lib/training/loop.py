@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,17 +21,26 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from retrieval_lib.infra.cache import cached
 from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.infra.validation import positive_ints, positive_numbers
 
 M = TypeVar("M", bound=nn.Module)
+#: Learning-rate schedules :class:`TrainConfig` knows: constant, or a half cosine down to 0.
+LR_DECAYS = ("none", "cosine")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings. ``patience`` epochs without a better validation score stop training."""
+    """Optimisation settings. ``patience`` epochs without a better validation score stop training.
+
+    Two remedies for seed noise (issue 25), both off by default: ``ema_decay`` > 0 keeps an exponential
+    moving average of the weights (``torch.optim.swa_utils.AveragedModel``), which is what gets
+    validated, kept and returned; ``lr_decay="cosine"`` lowers the learning rate along a half cosine
+    from ``lr`` to 0 over ``epochs`` epochs (early stopping may end training before it gets there).
+    """
 
     epochs: int = 20
     batch_size: int = 256
@@ -38,12 +48,19 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 3
     seed: int = 0
+    ema_decay: float = 0.0
+    lr_decay: str = "none"
 
     def __post_init__(self) -> None:
         positive_ints(self, ("epochs", "batch_size", "patience"))
         positive_numbers(self, ("lr",))
         if self.weight_decay < 0:
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, int | float) \
+                or not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"TrainConfig.lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
 
 
 @dataclass
@@ -113,6 +130,19 @@ class Optimizer:
         for opt in self.optimizers:
             opt.step()
 
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale every optimiser's learning rate to ``factor`` times its initial value."""
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
+def lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate at ``step`` of ``total_steps`` as a share of ``config.lr``."""
+    if config.lr_decay == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    return 1.0
+
 
 def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarray], torch.Tensor],
           validate: Callable[[nn.Module], float], config: TrainConfig, progress: bool = True
@@ -120,13 +150,18 @@ def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarr
     """Train ``model`` with early stopping; return the history and leave the best weights loaded.
 
     ``step(model, batch_indices)`` returns the loss of one batch; ``validate(model)`` returns a score
-    where higher is better (e.g. validation recall).
+    where higher is better (e.g. validation recall). With ``config.ema_decay`` the averaged weights are
+    the ones validated and kept.
     """
     if n_examples < 2:
         raise ValueError(f"need at least 2 training examples, got {n_examples}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     opt = Optimizer(model, config.lr, config.weight_decay)
+    total_steps = steps_per_epoch(n_examples, config.batch_size) * config.epochs
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+           if config.ema_decay > 0 else None)
+    scored = ema.module if ema is not None else model
     history = TrainHistory()
     best_state: dict[str, Any] | None = None
     start = time.perf_counter()
@@ -135,21 +170,25 @@ def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarr
         model.train()
         losses = []
         for idx in batches(n_examples, config.batch_size, generator):
+            opt.set_lr_factor(lr_factor(config, history.steps, total_steps))
             opt.zero_grad()
             loss = step(model, idx)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             history.steps += 1
             losses.append(loss.item())
         model.eval()
+        scored.eval()
         with torch.no_grad():
-            score = float(validate(model))
+            score = float(validate(scored))
         history.train_loss.append(float(np.mean(losses)))
         history.valid_score.append(score)
         epochs.set_postfix(loss=history.train_loss[-1], valid=score)
         if history.best_epoch < 0 or score > history.best_score:
             history.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(scored.state_dict())
         elif epoch - history.best_epoch >= config.patience:
             history.stopped_early = True
             break
