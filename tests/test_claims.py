@@ -293,13 +293,12 @@ ABLATIONS = ("no_graph", "no_term", "no_transformer", "no_history", "no_location
 
 
 def test_three_ablations_fall_below_the_full_model_and_two_land_within_a_point_or_above(r):
-    # "The models without location, without terms and without the transformer all fall below the full
-    # model overall; the models without the graph and without the history land within a point of it,
-    # or above it."
-    for name in ("no_location", "no_term", "no_transformer"):
+    # "The models without location, without terms, without the transformer and, in this run, without
+    # the graph all fall below the full model overall; the model without the history lands within a
+    # point of it."
+    for name in ("no_location", "no_term", "no_transformer", "no_graph"):
         assert r["unified.recall@100.all"] > r[f"ablation.{name}.recall@100.all"], name
-    for name in ("no_graph", "no_history"):
-        assert r["unified.recall@100.all"] - r[f"ablation.{name}.recall@100.all"] < 0.01, name
+    assert abs(r["unified.recall@100.all"] - r["ablation.no_history.recall@100.all"]) < 0.01
 
 
 def test_location_costs_the_most_on_every_segment_and_most_on_head(r):
@@ -333,11 +332,15 @@ def test_the_transformer_costs_overall_more_on_tail_than_on_head(r):
         "ablation.no_transformer.recall@100.head.diff_ci_high"]
 
 
-def test_neither_the_graph_nor_the_history_shows_an_established_gain_in_any_segment(r):
+def test_one_run_finds_the_graph_ahead_overall_and_the_history_nowhere(r):
+    # "No graph costs recall in this run: overall the interval of the full model's lead runs from .. to
+    # .., above 0, while on head queries ... it includes 0"; "the seed check below finds the graph's
+    # overall gap above 0 at some seeds and below it at others, with no gain over the seeds"
+    assert r["ablation.no_graph.recall@100.all.diff_ci_low"] > 0
+    assert r["ablation.no_graph.recall@100.head.diff_ci_low"] < 0 < r["ablation.no_graph.recall@100.head.diff_ci_high"]
+    assert r["unified.seeds.graph_gap_min"] < 0 < r["unified.seeds.graph_gap_max"]
+    assert r["multiboot.graph.recall@100.all.ci_low"] < 0
     for seg in ("all", "head", "tail"):
-        # "No graph costs nothing we can find: in no segment does the interval of the full model's
-        # lead lie above 0"
-        assert r[f"ablation.no_graph.recall@100.{seg}.diff_ci_low"] < 0, seg
         # "No history shows no established gain from the history in any segment: no interval lies
         # above 0" (an interval that ends at 0 does not lie above it)
         assert r[f"ablation.no_history.recall@100.{seg}.diff_ci_low"] <= 0, seg
@@ -360,15 +363,14 @@ def test_neither_the_history_on_head_nor_the_graph_overall_gains_over_the_seeds(
     # "averaged over them, the two models are level on head queries"
     assert abs(r["ablation.no_history.seeds.recall@100.head"] - r["unified.seeds.recall@100.head"]) < 0.002
     # the multi-bootstrap over seeds and buyers (at least ten seeds each, issue 25): "and it averages
-    # out near 0"; "Both intervals hold 0: neither effect is established, and the graph's is, if
-    # anything, negative (x% of the replicates are at or below 0)"
+    # out near 0"; "Both intervals hold 0: neither effect is established (x% and y% of the replicates
+    # are at or below 0)"
     for name, seg in (("history", "head"), ("graph", "all")):
         key = f"multiboot.{name}.recall@100.{seg}"
         assert r[f"multiboot.{name}.n_seeds"] >= 10, name
         assert abs(r[f"{key}.mean"]) < 0.005, name
         assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], name
-    assert r["multiboot.graph.recall@100.all.mean"] < 0
-    assert r["multiboot.graph.recall@100.all.share_at_most_zero"] > 0.5
+        assert 0.025 < r[f"{key}.share_at_most_zero"] < 0.975, name  # the interval holds 0
 
 
 def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_training_procedures(r):
@@ -383,6 +385,7 @@ def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_traini
     assert r["unified.seeds.all_spread"] > 0.01
     # "the two arms of a comparison do not move together"
     assert r["seeds.history.arm_correlation"] < 0.3
+    assert r["seeds.graph.arm_correlation"] < 0.3  # "and of the full and the no-graph model's ... only"
     # the seed counts quoted come from the measured spread of the per-seed differences
     for name in ("history", "graph"):
         assert r[f"seeds.{name}.sd_diff"] > 0.005, name
@@ -464,7 +467,10 @@ def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
     # "Torso and tail queries gain too ... so the tail does not pay for the head", and (the comparison
     # with the paper) "on average more than on tail queries"
     assert r[f"{gain}.head"] > r[f"{gain}.tail"] > 0
-    assert r["personalization.seed_ci_low.tail.min"] > -0.01
+    # "on average the tail does not pay for the head (the multi-bootstrap interval on tail queries lies
+    # above 0, though one seed's buyers-only interval there reaches down to x)"
+    assert r["multiboot.personalization.recall@100.tail.ci_low"] > 0
+    assert r["personalization.seed_ci_low.tail.min"] < 0
     # "The gain lands where there is history to read": long above short; with no earlier search it
     # "scatters around 0" (its mean is small next to the long-history gain)
     assert r[f"{gain}.history.long"] > r[f"{gain}.history.short"] + 0.01
