@@ -28,3 +28,14 @@ def choice_parser(out: str, only_help: str = "variants named exactly so") -> arg
     parser.add_argument("--only", nargs="*", default=None, help=only_help)
     parser.add_argument("--out", default=out)
     return parser
+
+
+def seed_study_parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The options every seed-study benchmark takes: preset, seeds (0-9), output file, ``--resume``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default="book")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs of a current file at --out and train only the missing ones")
+    return parser

@@ -14,12 +14,11 @@ the command, the preset and the digest of the library code it ran.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from common import unified_features
+from common import seed_study_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
@@ -45,12 +44,7 @@ def train_config(variant: str, seed: int, base: TrainConfig = UNIFIED_TRAIN_CONF
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="book")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--out", default="book/data/seed_noise.json")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the runs of a current file at --out and train only the missing ones")
+    parser = seed_study_parser(__doc__.splitlines()[0], "book/data/seed_noise.json")
     args = parser.parse_args()
     start = time.perf_counter()
     results: dict[str, dict[int, object]] = {variant: {} for variant in VARIANTS}

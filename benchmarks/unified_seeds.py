@@ -16,12 +16,11 @@ preset) are kept and only the missing ones are trained: each seed's runs depend 
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from common import unified_features
+from common import seed_study_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
@@ -41,12 +40,7 @@ ARMS = {"full": UnifiedConfig(), "no_history": UnifiedConfig().without("history"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="book")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--out", default="book/data/unified_seeds.json")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the seeds of a current file at --out and train only the missing ones")
+    parser = seed_study_parser(__doc__.splitlines()[0], "book/data/unified_seeds.json")
     args = parser.parse_args()
     start = time.perf_counter()
     results: dict[str, dict[int, object]] = {arm: {} for arm in (*ARMS, "taste")}
