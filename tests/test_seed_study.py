@@ -160,3 +160,54 @@ def test_seed_spread_draws_every_seed_and_each_procedures_mean_and_sd():
     assert len(bars) == 2
     assert bars[0].lines[0].get_ydata()[0] == pytest.approx(0.32)  # the mean, with one SD either side
     assert ax.get_title() == "toy" and ax.get_ylabel() == "recall"
+
+
+def test_reproduces_is_an_exact_per_session_match_of_one_seeds_row():
+    study = _study()
+    assert study.reproduces({"a": _result([1.0, 0.0, 1.0, 1.0]), "b": _result([0.0, 0.0, 1.0, 0.0])})
+    assert study.reproduces({"a": _result([0.0, 0.0, 1.0, 0.5])}, seed=1)
+    # one session off, another seed's row, other sessions, a seed the study lacks, nothing to check
+    assert not study.reproduces({"a": _result([1.0, 0.0, 1.0, 0.5])})
+    assert not study.reproduces({"a": _result([0.0, 0.0, 1.0, 0.5])}, seed=0)
+    assert not study.reproduces({"a": _result([1.0, 0.0, 1.0, 1.0], sessions=(10, 11, 13, 12))})
+    assert not study.reproduces({"a": _result([1.0, 0.0, 1.0, 1.0])}, seed=5)
+    assert not study.reproduces({})
+    # values are stored to six decimals: a run's 1/3 matches its stored 0.333333
+    third = SeedStudy.collect("t", "c", "tiny", MODULES, {"a": {0: _result([1 / 3, 0.0, 1.0, 1.0])}})
+    path_values = np.round(third.values["a"][0], 6)
+    rounded = SeedStudy(third.name, third.command, third.preset, third.metric, third.modules, third.digest,
+                        third.sessions, {"a": {0: path_values}})
+    assert rounded.reproduces({"a": _result([1 / 3, 0.0, 1.0, 1.0])})
+    with pytest.raises(KeyError):
+        study.reproduces({"c": _result([1.0, 0.0, 1.0, 1.0])})
+
+
+def test_record_comparison_records_every_multi_bootstrap_figure(tmp_path, monkeypatch):
+    from retrieval_lib.evaluation.seed_study import MULTIBOOT_FIGURES, record_comparison
+    from retrieval_lib.infra import results
+
+    path = tmp_path / "results.json"
+    monkeypatch.setenv(results.RESULTS_ENV, str(path))
+    monkeypatch.setattr(results, "_bound", {"preset": "tiny", "world": "toy"})
+    study = _study()
+    d = record_comparison(study, "a", "b", "all", "multiboot.toy.recall@100.all")
+    recorded = results.load(path)
+    assert d == study.compare("a", "b", "all")
+    assert {f"multiboot.toy.recall@100.all.{name}" for name in MULTIBOOT_FIGURES} <= set(recorded)
+    for name in MULTIBOOT_FIGURES:
+        assert recorded[f"multiboot.toy.recall@100.all.{name}"] == pytest.approx(getattr(d, name))
+
+
+def test_book_study_reads_book_data_and_says_whether_the_code_changed(tmp_path, capsys):
+    from retrieval_lib.evaluation.seed_study import book_study
+
+    _study().save(tmp_path / "toy.json")
+    loaded = book_study("toy", tmp_path)
+    assert loaded.name == "toy" and "library code unchanged" in capsys.readouterr().out
+    stale = json.loads((tmp_path / "toy.json").read_text())
+    stale["digest"] = "0" * 16
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    book_study("stale", tmp_path)
+    assert "CHANGED since it ran: rerun the study" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="run its benchmark script"):
+        book_study("missing", tmp_path)

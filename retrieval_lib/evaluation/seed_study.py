@@ -18,7 +18,13 @@ import pandas as pd
 
 from retrieval_lib.evaluation.offline import EvaluationResult
 from retrieval_lib.evaluation.uncertainty import MultiBootstrapDifference, multi_bootstrap, paired_bootstrap
+from retrieval_lib.infra import results
 from retrieval_lib.infra.cache import source_digest
+
+#: The figures of a multi-bootstrap comparison a chapter records (see :func:`record_comparison`).
+MULTIBOOT_FIGURES: tuple[str, ...] = ("mean", "ci_low", "ci_high", "share_at_most_zero", "t_low", "t_high")
+#: Where the book's committed studies live: ``book/data/`` of the repository the package runs from.
+BOOK_DATA = Path(__file__).resolve().parents[2] / "book" / "data"
 
 #: Columns of a study's sessions: what an :class:`EvaluationResult` groups by.
 SESSION_COLUMNS: tuple[str, ...] = ("session_id", "user_id", "segment", "history")
@@ -108,6 +114,23 @@ class SeedStudy:
             rows[seed] = {"diff": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seed")
 
+    def reproduces(self, runs: dict[str, EvaluationResult], seed: int = 0) -> bool:
+        """Whether ``runs`` (arm -> an evaluation on the study's sessions) equal its row at ``seed`` exactly.
+
+        A book build trains each arm once at seed 0; equal per-session values at every session show
+        that the committed file came from this code on this kind of machine (values as stored, six
+        decimals).
+        """
+        if seed not in self.seeds or not runs:
+            return False
+        for arm, run in runs.items():
+            per = run.per_session
+            if not np.array_equal(per["session_id"].to_numpy(), self.sessions["session_id"].to_numpy()):
+                return False
+            if not np.array_equal(np.round(per[self.metric].to_numpy(dtype=float), 6), self.values[arm][seed]):
+                return False
+        return True
+
     def table(self, group: str = "all") -> pd.DataFrame:
         """Seeds x arms: the mean ``metric`` of each run over the sessions of ``group``."""
         return pd.DataFrame({arm: {s: self.result(arm, s).value(self.metric, group) for s in self.seeds}
@@ -143,6 +166,26 @@ class SeedStudy:
                        data["digest"], sessions, values, data.get("extra", {}))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path} is not a seed study: {err}") from err
+
+
+def book_study(name: str, directory: str | Path | None = None) -> SeedStudy:
+    """The committed study ``book/data/<name>.json``, with a warning printed if its code has changed."""
+    study = SeedStudy.load(Path(directory or BOOK_DATA) / f"{name}.json")
+    state = "unchanged" if study.is_current() else "CHANGED since it ran: rerun the study"
+    print(f"{study.command}: {study.preset} preset, seeds {study.seeds}; library code {state}")
+    return study
+
+
+def record_comparison(study: SeedStudy, a: str, b: str, group: str, key: str) -> MultiBootstrapDifference:
+    """Compare arm ``a`` with ``b`` on ``group`` (:meth:`SeedStudy.compare`) and record its figures under ``key``.
+
+    Records ``<key>.<figure>`` for each of :data:`MULTIBOOT_FIGURES`, so every chapter quotes the
+    same figures of a comparison of training procedures.
+    """
+    d = study.compare(a, b, group)
+    for name in MULTIBOOT_FIGURES:
+        results.record(f"{key}.{name}", getattr(d, name))
+    return d
 
 
 def least_noisy(valid: pd.DataFrame, baseline: str) -> str:
