@@ -32,8 +32,14 @@ REQUIRED = [
                                                      "history_posterior", "taste", "intent")
       for s in ("all", "head", "torso", "tail")),
     *(f"oracle.ladder.{g}_gain.{s}" for g in ("history", "text") for s in ("head", "tail")),
-    "ablation.no_history.recall@100.head.diff_ci_low", "ablation.no_history.recall@100.head.diff_ci_high",
-    "ablation.no_graph.recall@100.all.diff_ci_low", "ablation.no_graph.recall@100.all.diff_ci_high",
+    # issue 25: comparisons of trained models over paired seeds and buyers (the multi-bootstrap)
+    *(f"multiboot.{c}.recall@100.{s}.{f}" for c in ("graph", "term", "transformer", "history", "location")
+      for s in ("all", "head", "tail") for f in ("mean", "ci_low", "ci_high")),
+    *(f"multiboot.{study}.n_seeds" for study in ("pretraining", "ablations", "negatives", "losses", "boosting")),
+    *(f"multiboot.pretraining.recall@100.{s}.{f}" for s in ("all", "head", "tail")
+      for f in ("mean", "ci_low", "ci_high")),
+    "seeds.unified.recall@100.all.sd_before", "seeds.unified.recall@100.all.sd_after", "seeds.unified.n_seeds",
+    "seeds.history.arm_correlation",
     "unified.stopped_early", "transformer.pretrain_stopped_early", "unified.seeds.head_gap_min",
     "unified.seeds.head_gap_max",
     # issue 30: the history's headroom, what the taste block collects of it, over the paired seeds
@@ -43,19 +49,22 @@ REQUIRED = [
     "unified.history_overlap@100.head",
     *(f"negatives.{n}.recall@100.{s}" for n in ("inbatch", "uniform", "hard_from_start", "curriculum")
       for s in ("all", "head", "tail")),
-    "negatives.curriculum_minus_inbatch.recall@100.all.ci_low",
-    "negatives.curriculum_minus_inbatch.recall@100.all.ci_high",
+    *(f"multiboot.negatives.{n}_minus_inbatch.recall@100.all.{f}" for n in ("uniform", "hard_from_start", "curriculum")
+      for f in ("mean", "ci_low", "ci_high")),
+    *(f"multiboot.negatives.curriculum_minus_hard_from_start.recall@100.all.{f}"
+      for f in ("mean", "ci_low", "ci_high")),
     "negatives.false_negative_rate.top", "negatives.false_negative_rate.window",
     "negatives.refresh_seconds", "negatives.train_seconds",
     *(f"loss.{n}.recall@100.{s}" for n in ("softmax", "pairwise", "hinge") for s in ("all", "head", "tail")),
     *(f"loss.hinge.score_median.{k}" for k in ("purchase", "cart", "click", "negative")),
     *(f"prune.{n}.removed_at_keep95" for n in ("softmax", "pairwise", "hinge")),
     *(f"loss.hinge.e_{k}" for k in ("purchase", "cart", "click", "neg")),
-    "loss.hinge_minus_softmax.recall@100.all.ci_low", "loss.hinge_minus_softmax.recall@100.all.ci_high",
+    *(f"multiboot.losses.{n}_minus_softmax.recall@100.{s}.{f}" for n in ("pairwise", "hinge")
+      for s in ("all", "head", "tail") for f in ("mean", "ci_low", "ci_high")),
     "ann.hnsw.recall_vs_exact@100", "ann.hnsw.ms_per_query", "ann.exact.ms_per_query",
     "ann.faiss_ivfpq.recall_vs_exact@100", "ann.boosted.recall_vs_exact_min",
     *(f"boosting.{n}.recall@100.{s}" for n in ("none", "multiplicative", "additive") for s in ("all", "head", "tail")),
-    "boosting.additive_minus_none.recall@100.all.ci_low", "boosting.additive_minus_none.recall@100.all.ci_high",
+    *(f"multiboot.boosting.additive_minus_none.recall@100.all.{f}" for f in ("mean", "ci_low", "ci_high")),
     "boosting.trials", "boosting.tune_seconds",
     "abtest.control.purchase_rate", "abtest.treatment.purchase_rate", "abtest.lift", "abtest.lift_ci_low",
     "abtest.lift_ci_high", *(f"abtest.lift.{s}" for s in ("head", "torso", "tail")), "abtest.aa_ci_low",

@@ -243,16 +243,18 @@ def test_pretraining_stopped_on_the_validation_loss_not_on_the_budget(r):
 
 
 def test_pretraining_on_the_archive_helps_tail_queries(r):
-    # "a gain ... whose 95% interval runs from ... to ...": above zero on the tail and overall
-    assert r["transformer.pretrained_minus_scratch.recall@100.tail.ci_low"] > 0
-    assert r["transformer.pretrained_minus_scratch.recall@100.all.ci_low"] > 0
-    # "with every seed the pre-trained model is ahead on tail queries"
+    key = "multiboot.pretraining.recall@100"
+    # issue 25: over at least five paired seeds, the build reproducing the study's seed-0 row
+    assert r["multiboot.pretraining.n_seeds"] >= 5
+    assert r["transformer.seed_study.current"] == 1 and r["transformer.seed_study.reproduced"] == 1
+    # "lifts tail-query recall@100 by ... (95 per cent interval ... to ...), and every seed agrees";
+    # "Overall the gain is ... (interval ...)": both above 0, over seeds and buyers
+    assert r[f"{key}.tail.ci_low"] > 0 and r[f"{key}.all.ci_low"] > 0
     assert r["transformer.seeds.tail_gain_min"] > 0
-    # "on head queries they are level": the head interval includes 0
-    assert (r["transformer.pretrained_minus_scratch.recall@100.head.ci_low"] < 0
-            < r["transformer.pretrained_minus_scratch.recall@100.head.ci_high"])
+    # "on head queries the interval ... holds 0"
+    assert r[f"{key}.head.ci_low"] < 0 < r[f"{key}.head.ci_high"]
     # "by a small margin"; "about three times as many purchases" in the archive
-    assert r["transformer.tail_gain"] < 0.05
+    assert r[f"{key}.tail.mean"] < 0.05
     assert 2.5 < r["transformer.pretrain_archive_pairs"] / r["transformer.pretrain_train_window_pairs"] < 3.5
 
 
@@ -276,7 +278,8 @@ def test_unified_beats_every_earlier_retriever(r):
 def test_unified_lifts_the_tail_well_above_bm25(r):
     assert r["unified.recall@100.tail"] >= 1.3 * r["bm25.recall@100.tail"]
     for seg in ("all", "head", "tail"):
-        assert r[f"unified.minus_bm25.recall@100.{seg}.diff_ci_low"] > 0, seg
+        # over the full model's seeds and the test buyers (BM25 has no training seed)
+        assert r[f"multiboot.full_minus_bm25.recall@100.{seg}.ci_low"] > 0, seg
 
 
 def test_unified_improves_on_bm25_most_on_tail_queries(r):
@@ -289,67 +292,63 @@ def test_almost_all_unified_parameters_are_hashed_term_rows(r):
     assert config.n_buckets * config.term_dim > 0.9 * r["unified.params"]
 
 
-ABLATIONS = ("no_graph", "no_term", "no_transformer", "no_history", "no_location")
+ABLATIONS = ("graph", "term", "transformer", "history", "location")
+ABLATION_KEY = "multiboot.{}.recall@100.{}"
 
 
-def test_three_ablations_fall_below_the_full_model_and_two_land_within_a_point_or_above(r):
-    # "The models without location, without terms, without the transformer and, in this run, without
-    # the graph all fall below the full model overall; the model without the history lands within a
-    # point of it."
-    for name in ("no_location", "no_term", "no_transformer", "no_graph"):
-        assert r["unified.recall@100.all"] > r[f"ablation.{name}.recall@100.all"], name
-    assert abs(r["unified.recall@100.all"] - r["ablation.no_history.recall@100.all"]) < 0.01
+def test_the_ablation_study_is_current_reproduced_and_has_five_seeds(r):
+    assert r["multiboot.ablations.n_seeds"] >= 5
+    assert r["ablation.seed_study.current"] == 1 and r["ablation.seed_study.reproduced"] == 1
+
+
+def test_location_and_transformer_cost_overall_terms_on_tail_graph_and_history_nothing(r):
+    # "Over the seeds, the models without location and without the transformer fall below the full
+    # model overall, the model without terms falls below it on tail queries, and the models without
+    # the graph and without the history are level with it."
+    for name in ("location", "transformer"):
+        assert r[ABLATION_KEY.format(name, "all") + ".ci_low"] > 0, name
+    assert r[ABLATION_KEY.format("term", "tail") + ".ci_low"] > 0
+    for name in ("graph", "history"):
+        for seg in ("all", "head", "tail"):
+            key = ABLATION_KEY.format(name, seg)
+            assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], (name, seg)
 
 
 def test_location_costs_the_most_on_every_segment_and_most_on_head(r):
-    # "No location costs the most on every segment, and most on head queries"
+    # "No location costs the most on every segment, and most on head queries" (means over the seeds)
     for seg in ("all", "head", "tail"):
-        worst = min(ABLATIONS, key=lambda name: r[f"ablation.{name}.recall@100.{seg}"])
-        assert worst == "no_location", seg
-        assert r[f"ablation.no_location.recall@100.{seg}.diff_ci_low"] > 0, seg
-    cost = {seg: r[f"unified.recall@100.{seg}"] - r[f"ablation.no_location.recall@100.{seg}"]
-            for seg in ("all", "head", "tail")}
+        worst = max(ABLATIONS, key=lambda name: r[ABLATION_KEY.format(name, seg) + ".mean"])
+        assert worst == "location", seg
+        assert r[ABLATION_KEY.format("location", seg) + ".ci_low"] > 0, seg
+    cost = {seg: r[ABLATION_KEY.format("location", seg) + ".mean"] for seg in ("all", "head", "tail")}
     assert cost["head"] > max(cost["all"], cost["tail"])
 
 
-def test_terms_cost_the_tail_and_the_head_far_less(r):
-    # "No term costs tail queries (..., interval above 0), and head queries far less (on the head the
-    # interval ... reaches 0 or nearly)"
-    assert r["ablation.no_term.recall@100.tail.diff_ci_low"] > 0
-    cost = {seg: r[f"unified.recall@100.{seg}"] - r[f"ablation.no_term.recall@100.{seg}"] for seg in ("head", "tail")}
-    assert cost["head"] < 0.5 * cost["tail"]  # "far less": under half the tail's cost
-    assert r["ablation.no_term.recall@100.head.diff_ci_low"] < 0.005  # "reaches 0 or nearly"
+def test_terms_cost_the_tail_not_the_head(r):
+    # "No term costs tail queries (..., interval ...) and not head queries, where the interval ...
+    # holds 0; overall the cost is ..., with an interval whose lower end sits at about 0"
+    assert r[ABLATION_KEY.format("term", "tail") + ".ci_low"] > 0
+    head = ABLATION_KEY.format("term", "head")
+    assert r[f"{head}.ci_low"] < 0 < r[f"{head}.ci_high"]
+    every = ABLATION_KEY.format("term", "all")
+    assert abs(r[f"{every}.ci_low"]) < 0.002 < r[f"{every}.mean"]
 
 
 def test_the_transformer_costs_overall_more_on_tail_than_on_head(r):
-    # "No transformer costs overall (interval above 0), more on tail queries ... than on head queries,
-    # where the interval ... includes 0."
-    assert r["ablation.no_transformer.recall@100.all.diff_ci_low"] > 0
-    cost = {seg: r[f"unified.recall@100.{seg}"] - r[f"ablation.no_transformer.recall@100.{seg}"]
-            for seg in ("head", "tail")}
-    assert cost["tail"] > 0 and cost["tail"] > cost["head"]
-    assert r["ablation.no_transformer.recall@100.head.diff_ci_low"] < 0 < r[
-        "ablation.no_transformer.recall@100.head.diff_ci_high"]
+    # "No transformer costs overall (... interval ...), more on tail queries (...) than on head queries,
+    # where the interval ... holds 0."
+    assert r[ABLATION_KEY.format("transformer", "all") + ".ci_low"] > 0
+    tail, head = (ABLATION_KEY.format("transformer", seg) for seg in ("tail", "head"))
+    assert r[f"{tail}.ci_low"] > 0 and r[f"{tail}.mean"] > r[f"{head}.mean"]
+    assert r[f"{head}.ci_low"] < 0 < r[f"{head}.ci_high"]
 
 
-def test_one_run_finds_the_graph_ahead_overall_and_the_history_nowhere(r):
-    # "No graph costs recall in this run: overall the interval of the full model's lead runs from .. to
-    # .., above 0, while on head queries ... it includes 0"; "the seed check below finds the graph's
-    # overall gap above 0 at some seeds and below it at others, with no gain over the seeds"
-    assert r["ablation.no_graph.recall@100.all.diff_ci_low"] > 0
-    assert r["ablation.no_graph.recall@100.head.diff_ci_low"] < 0 < r["ablation.no_graph.recall@100.head.diff_ci_high"]
+def test_one_run_would_have_found_the_graph_ahead_where_the_seeds_find_nothing(r):
+    # "this build's own run (seed 0) is one of them: its buyers-only interval for the graph's overall
+    # gain, ... lies above 0"; over the seeds "both intervals hold 0"
+    assert r["seeds.graph.seed0_buyers_only.all.ci_low"] > 0
+    assert r[ABLATION_KEY.format("graph", "all") + ".ci_low"] < 0 < r[ABLATION_KEY.format("graph", "all") + ".ci_high"]
     assert r["unified.seeds.graph_gap_min"] < 0 < r["unified.seeds.graph_gap_max"]
-    assert r["multiboot.graph.recall@100.all.ci_low"] < 0
-    for seg in ("all", "head", "tail"):
-        # "No history shows no established gain from the history in any segment: no interval lies
-        # above 0" (an interval that ends at 0 does not lie above it)
-        assert r[f"ablation.no_history.recall@100.{seg}.diff_ci_low"] <= 0, seg
-    # "or on head queries ... (..., which includes 0)"
-    head_low, head_high = (r[f"ablation.no_history.recall@100.head.diff_ci_{end}"] for end in ("low", "high"))
-    assert head_low < 0 < head_high
-    # "Overall and on tail queries not even the sign is stable: a build without the preface's pins ...
-    # turned the main run's order of these two models around on both" compares two builds; one results
-    # file cannot check it (pinned: -0.009 / -0.019, unpinned: +0.004 / +0.010, full minus no_history).
 
 
 def test_neither_the_history_on_head_nor_the_graph_overall_gains_over_the_seeds(r):
@@ -554,41 +553,34 @@ def test_uniform_negatives_speed_the_first_epoch_up_and_hard_ones_from_step_0_do
     assert abs(hard - r["negatives.inbatch.valid_epoch1"]) < r["negatives.uniform.valid_epoch1"] - hard
 
 
-def test_uniform_negatives_and_the_curriculum_beat_in_batch_alone_and_hard_ones_from_step_0_do_not(r):
-    # "the uniform pool and the curriculum beat in-batch negatives alone; hard negatives from the
-    # first step do not ... their interval reaches below 0"
-    for name in ("uniform", "curriculum"):
-        assert r[f"negatives.{name}_minus_inbatch.recall@100.all.ci_low"] > 0, name
-    assert r["negatives.hard_from_start_minus_inbatch.recall@100.all.ci_low"] < 0
+NEGATIVES_KEY = "multiboot.negatives.{}.recall@100.{}"
 
 
-def test_the_curriculum_beats_in_batch_negatives_on_tail_and_head_alike(r):
-    # issue 12's acceptance: the 95% CI of curriculum minus in-batch (all queries) lies above 0
-    assert r["negatives.curriculum_minus_inbatch.recall@100.all.ci_low"] > 0
-    # "It lies above 0 on tail queries (...) and on head queries (...) alike"
-    for seg in ("tail", "head"):
-        assert r[f"negatives.curriculum_minus_inbatch.recall@100.{seg}.ci_low"] > 0, seg
+def test_the_negatives_study_is_current_reproduced_and_has_five_seeds(r):
+    # issue 25: at least five paired seeds; the build's seed-0 runs reproduce the study's row
+    assert r["multiboot.negatives.n_seeds"] >= 5
+    assert r["negatives.seed_study.current"] == 1 and r["negatives.seed_study.reproduced"] == 1
 
 
-def test_the_curriculum_beats_hard_negatives_from_step_0_and_ends_within_a_point_of_uniform_ones(r):
-    # issue 12 expected the curriculum to beat hard negatives from step 0; in this build it does
-    # (an earlier build, with other rounding, found them level: docs/decisions.md)
-    assert r["negatives.curriculum_minus_hard.recall@100.all.ci_low"] > 0
-    # "From the uniform pool it has ... to ...: within about a point of 0"
-    assert -0.015 < r["negatives.curriculum_minus_uniform.recall@100.all.ci_low"]
-    assert r["negatives.curriculum_minus_uniform.recall@100.all.ci_high"] < 0.015
+def test_every_way_of_adding_negatives_beats_in_batch_alone(r):
+    # "Every way of adding negatives beats in-batch negatives alone": each multi-bootstrap interval
+    # over seeds and buyers lies above 0
+    for name in ("uniform", "hard_from_start", "curriculum"):
+        assert r[NEGATIVES_KEY.format(f"{name}_minus_inbatch", "all") + ".ci_low"] > 0, name
+    # issue 12's acceptance, over seeds: "The curriculum's gain holds on head queries (...) and on
+    # tail queries (...) alike"
+    for seg in ("head", "tail"):
+        assert r[NEGATIVES_KEY.format("curriculum_minus_inbatch", seg) + ".ci_low"] > 0, seg
 
 
-def test_mined_negatives_from_step_0_buy_less_than_the_uniform_pool(r):
-    # "here, from the first step, they buy less than the uniform pool (... above 0)"
-    assert r["negatives.uniform_minus_hard.recall@100.all.ci_low"] > 0
-
-
-def test_the_curriculum_and_the_uniform_pool_differ_by_less_than_the_seed_spread_of_chapter_6(r):
-    # "the two recipes' recall differs by less than chapter 6 saw the full model's recall move
-    # between training seeds"
-    gap = r["negatives.curriculum.recall@100.all"] - r["negatives.uniform.recall@100.all"]
-    assert abs(gap) < r["unified.seeds.all_spread"]
+def test_the_seeds_cannot_tell_the_three_recipes_apart(r):
+    # "every interval holds 0, and each is narrower than a point on either side"
+    for key in ("curriculum_minus_hard_from_start", "curriculum_minus_uniform", "uniform_minus_hard_from_start"):
+        low, high = (r[NEGATIVES_KEY.format(key, "all") + end] for end in (".ci_low", ".ci_high"))
+        assert -0.01 < low < 0 < high < 0.01, key
+    # "a t-interval over seeds would need about ... paired seeds": more than the study has
+    for key in ("curriculum_minus_hard_from_start", "curriculum_minus_uniform"):
+        assert r[f"negatives.seeds_needed.{key}"] > r["multiboot.negatives.n_seeds"], key
 
 
 def test_mining_is_measured_and_costs_training_time(r):
@@ -631,43 +623,53 @@ def test_the_softmax_puts_purchases_highest_and_both_losses_keep_the_types_close
     assert s["purchase"] > max(s["cart"], s["click"])
 
 
+LOSS_KEY = "multiboot.losses.{}.recall@100.{}"
+
+
+def test_the_losses_study_is_current_reproduced_and_has_five_seeds(r):
+    assert r["multiboot.losses.n_seeds"] >= 5
+    assert r["loss.seed_study.current"] == 1 and r["loss.seed_study.reproduced"] == 1
+
+
 def test_the_hinge_costs_recall_overall_and_on_head_not_on_tail(r):
-    # issue 13 expected hinge recall not worse than softmax beyond the CI; in our world it is worse
-    assert r["loss.hinge_minus_softmax.recall@100.all.ci_high"] < 0
-    assert r["loss.hinge_minus_softmax.recall@100.head.ci_high"] < 0
-    assert (r["loss.hinge_minus_softmax.recall@100.tail.ci_low"] < 0
-            < r["loss.hinge_minus_softmax.recall@100.tail.ci_high"])
+    # issue 13 expected hinge recall not worse than softmax beyond the CI; in our world it is worse,
+    # over seeds and buyers: "on all queries it trails the softmax ...; the shortfall is on head
+    # queries (..., and about the same at every seed); on tail queries the hinge is level"
+    assert r[LOSS_KEY.format("hinge_minus_softmax", "all") + ".ci_high"] < 0
+    assert r[LOSS_KEY.format("hinge_minus_softmax", "head") + ".ci_high"] < 0
+    assert r["loss.seeds.hinge_minus_softmax.head.max"] < 0
+    assert r["loss.seeds.hinge_minus_softmax.head.max"] - r["loss.seeds.hinge_minus_softmax.head.min"] < 0.01
+    tail = LOSS_KEY.format("hinge_minus_softmax", "tail")
+    assert r[f"{tail}.ci_low"] < 0 < r[f"{tail}.ci_high"]
 
 
-def test_the_pairwise_loss_falls_behind_about_as_much_as_the_hinge_and_on_tail(r):
-    # "falls behind the softmax too, by about as much as the hinge" (within a point; which is ahead
-    # is left open)
-    assert r["loss.pairwise_minus_softmax.recall@100.all.ci_high"] < 0
-    assert abs(r["loss.pairwise.recall@100.all"] - r["loss.hinge.recall@100.all"]) < 0.01
-    # "Unlike the hinge, it falls behind on tail queries"
-    assert r["loss.pairwise_minus_softmax.recall@100.tail.ci_high"] < 0
-    assert r["loss.hinge_minus_softmax.recall@100.tail.ci_high"] > 0
-    # "On head queries one run cannot settle it": no claim either way; its interval reaches below 0
-    assert r["loss.pairwise_minus_softmax.recall@100.head.ci_low"] < 0
+def test_the_pairwise_loss_falls_behind_about_as_much_as_the_hinge_and_on_every_segment(r):
+    # "The pairwise margin loss falls behind the softmax too, by about as much overall"
+    assert r[LOSS_KEY.format("pairwise_minus_softmax", "all") + ".ci_high"] < 0
+    # "the hinge minus the pairwise loss is ... an interval that holds 0"; the t-interval over the
+    # seeds alone "would call the hinge behind"
+    both = LOSS_KEY.format("hinge_minus_pairwise", "all")
+    assert r[f"{both}.ci_low"] < 0 < r[f"{both}.ci_high"]
+    assert r[f"{both}.t_high"] < 0
+    # "Unlike the hinge, the pairwise loss falls behind on tail queries ... as well as on head queries"
+    for seg in ("tail", "head"):
+        assert r[LOSS_KEY.format("pairwise_minus_softmax", seg) + ".ci_high"] < 0, seg
 
 
-def test_early_stopping_ended_the_hinge_before_the_schedule_did(r):
-    # "early stopping ending all three models before the fifteen-epoch cap of the schedule"
+def test_the_margin_losses_ran_to_the_cap_and_the_hinge_was_still_rising(r):
+    # "The softmax stopped after N epochs; the pairwise loss and the hinge ran to the fifteen-epoch
+    # cap of the schedule, and the hinge's early-stopping score ... was still rising in its last epoch"
     epochs = UNIFIED_TRAIN_CONFIG.epochs
     assert epochs == 15
-    for loss in LOSSES:
-        assert r[f"loss.{loss}.best_epoch"] < r[f"loss.{loss}.epochs"] < epochs, loss
-    # "the softmax stopped after N epochs, while the hinge's early-stopping score kept rising until
-    # epoch M": later than the softmax's last epoch
-    assert r["loss.hinge.best_epoch"] > r["loss.softmax.epochs"]
+    assert r["loss.softmax.epochs"] < epochs
+    assert r["loss.pairwise.epochs"] == r["loss.hinge.epochs"] == epochs
+    assert r["loss.hinge.best_epoch"] == r["loss.hinge.epochs"]
 
 
 def test_the_hinge_prunes_more_than_softmax_and_pairwise_at_95_percent_labels_kept(r):
     # issue 13's acceptance
     hinge = r["prune.hinge.removed_at_keep95"]
     assert hinge > r["prune.softmax.removed_at_keep95"] and hinge > r["prune.pairwise.removed_at_keep95"]
-    # the chapter says "far more": at least ten points of the list beyond either other loss
-    assert hinge - max(r["prune.softmax.removed_at_keep95"], r["prune.pairwise.removed_at_keep95"]) > 0.1
     for seg in ("head", "tail"):
         assert r[f"prune.hinge.removed_at_keep95.{seg}"] > r[f"prune.softmax.removed_at_keep95.{seg}"], seg
     tail_gain = r["prune.hinge.removed_at_keep95.tail"] - r["prune.softmax.removed_at_keep95.tail"]
@@ -685,11 +687,11 @@ def test_hinge_labels_land_in_a_narrower_band_and_its_threshold_sits_higher(r):
 
 def test_a_cut_relative_to_each_querys_best_score_rescues_neither_softmax_nor_pairwise(r):
     # "about what its global threshold removes ... Nor does it rescue the pairwise model ...; both
-    # stay far from the hinge" (far: ten points of the list, as for the global threshold)
+    # stay below the hinge"
     for loss in ("softmax", "pairwise"):
         relative = r[f"prune.{loss}.removed_at_keep95_relative"]
         assert abs(relative - r[f"prune.{loss}.removed_at_keep95"]) < 0.01, loss
-        assert relative < r["prune.hinge.removed_at_keep95"] - 0.1, loss
+        assert relative < r["prune.hinge.removed_at_keep95"], loss
 
 
 # --- chapter 9: ANN retrieval and ANN-based boosting ------------------------------------------------
@@ -732,37 +734,51 @@ def test_the_tuner_explores_large_weights_first_then_settles_on_small_ones(r):
     # "a gain of under a point, and the last ten trials score within a point of the best on average"
     assert r["boosting.valid_recall.tuned"] - r["boosting.valid_recall.none"] < 0.01
     assert r["boosting.valid_recall.tuned"] - r["boosting.late_trials.mean_value"] < 0.01
-    # "It gives reviews the largest weight and rating, the feature buyers act on most in the logs,
-    # one of the smallest"
+    # "Here it gives rating ... the largest weight, then shop sales ... and reviews ..., and freshness
+    # almost none"
     w = {name: r[f"boosting.w.{name}"] for name in ("rating", "reviews", "freshness", "shop_sales")}
-    assert max(w, key=w.get) == "reviews"
-    assert sorted(w, key=w.get).index("rating") <= 1
-    ratio = {name: r[f"boosting.purchase_rate_ratio.{name}"] for name in w}
-    assert max(ratio, key=ratio.get) == "rating"
+    assert sorted(w, key=w.get, reverse=True) == ["rating", "shop_sales", "reviews", "freshness"]
+    assert w["freshness"] < 0.1 * w["rating"]
 
 
-def test_additive_boosting_beats_no_boosting_with_its_interval_above_zero(r):
-    # issue 14's acceptance
-    assert r["boosting.additive_minus_none.recall@100.all.ci_low"] > 0
+def test_the_tuners_largest_weight_goes_to_rating_or_reviews_and_changes_with_the_seed(r):
+    # "the largest goes to rating at N of the seeds and to reviews at M, never to freshness, the
+    # feature buyers hardly act on"
+    largest = {name: r[f"boosting.seeds.largest_w.{name}"] for name in ("rating", "reviews", "freshness", "shop_sales")}
+    assert largest["rating"] > 0 and largest["reviews"] > 0
+    assert largest["rating"] + largest["reviews"] == r["multiboot.boosting.n_seeds"]
+    ratio = {name: r[f"boosting.purchase_rate_ratio.{name}"] for name in largest}
+    assert min(ratio, key=ratio.get) == "freshness"
+
+
+BOOST_KEY = "multiboot.boosting.{}.recall@100.{}"
+
+
+def test_additive_boosting_beats_no_boosting_over_the_seeds(r):
+    # issue 14's acceptance, over at least five paired seeds (issue 25); the build reproduces seed 0
+    assert r["multiboot.boosting.n_seeds"] >= 5
+    assert r["boosting.seed_study.current"] == 1 and r["boosting.seed_study.reproduced"] == 1
+    assert r[BOOST_KEY.format("additive_minus_none", "all") + ".ci_low"] > 0
+    # "and it helps at every seed": the smallest per-seed gain, and this build's run, are above 0
     assert r["boosting.additive.recall@100.all"] > r["boosting.none.recall@100.all"]
+    assert r["boosting.seeds.additive_gain_min"] > 0
 
 
-def test_the_boost_gains_more_on_head_than_tail_but_the_intervals_overlap(r):
-    key = "boosting.additive_minus_none.recall@100"
-    assert r[f"{key}.head.diff"] > r[f"{key}.tail.diff"] > 0
-    assert r[f"{key}.head.ci_low"] < r[f"{key}.tail.ci_high"]  # "our data cannot say that head gains more"
+def test_head_and_tail_queries_gain_alike(r):
+    # "ours gain alike": each segment's interval lies above 0 and holds the other's mean
+    head, tail = (BOOST_KEY.format("additive_minus_none", seg) for seg in ("head", "tail"))
+    assert r[f"{head}.ci_low"] > 0 and r[f"{tail}.ci_low"] > 0
+    assert r[f"{head}.ci_low"] < r[f"{tail}.mean"] < r[f"{head}.ci_high"]
+    assert r[f"{tail}.ci_low"] < r[f"{head}.mean"] < r[f"{tail}.ci_high"]
 
 
-def test_multiplicative_gains_about_as_much_a_little_more_on_head_the_additive_level_on_tail(r):
-    key = "boosting.additive_minus_multiplicative.recall@100"
-    # "the interval of additive minus multiplicative ... within a point of zero on either side";
-    # which is ahead changes with the numerics, so neither sign is asserted
-    assert -0.01 < r[f"{key}.all.ci_low"] <= r[f"{key}.all.ci_high"] < 0.01
-    # "the multiplicative boost is a little ahead on head queries" (point estimate, within two points)
-    assert -0.02 < r[f"{key}.head.ci_low"] and r[f"{key}.head.diff"] < 0
-    # "the additive one at least level on tail queries"
-    assert r[f"{key}.tail.diff"] >= 0 and r[f"{key}.tail.ci_high"] > 0
-    assert r["boosting.multiplicative_minus_none.recall@100.all.ci_low"] > 0
+def test_the_seeds_cannot_tell_the_additive_from_the_multiplicative_boost(r):
+    # "The multiplicative re-ranking gains about as much (... interval ...)": above 0
+    assert r[BOOST_KEY.format("multiplicative_minus_none", "all") + ".ci_low"] > 0
+    # "additive minus multiplicative ... its intervals hold 0 on head queries and on tail queries too"
+    for seg in ("all", "head", "tail"):
+        key = BOOST_KEY.format("additive_minus_multiplicative", seg)
+        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
 
 
 def test_the_reduced_index_finds_the_boosted_top_100_and_the_raw_ip_index_does_not(r):
@@ -821,10 +837,13 @@ def test_latency_under_load_is_queueing(r):
         assert r[p50] / 1000 * r[qps] / flight == pytest.approx(1, abs=0.25)
 
 
-def test_the_query_tower_is_the_costliest_stage_and_http_costs_more_than_the_index(r):
+def test_the_query_tower_and_http_each_cost_more_than_the_index(r):
+    # "the query tower ... costs more than the ANN search, and so does what is left, HTTP and the
+    # client. On a catalogue this size the index is not the bottleneck."
     stages = {k: v for k, v in r.items() if k.startswith("service.stage.")}
-    assert max(stages, key=stages.get) == "service.stage.query_tower_ms"
+    assert r["service.stage.query_tower_ms"] > r["service.stage.ann_ms"]
     assert r["service.stage.http_and_client_ms"] > r["service.stage.ann_ms"]
+    assert max(stages, key=stages.get) != "service.stage.ann_ms"
 
 
 def test_adding_the_unified_candidates_lifts_purchases_and_the_aa_test_covers_zero(r):
@@ -846,8 +865,7 @@ def test_short_and_long_histories_gain_alike_and_no_history_is_too_wide_to_read(
     short, long_ = "abtest.lift.history_short", "abtest.lift.history_long"
     assert r[f"{short}.ci_low"] < r[f"{long_}.ci_high"] and r[f"{long_}.ci_low"] < r[f"{short}.ci_high"]
     none_width = r["abtest.lift.history_none.ci_high"] - r["abtest.lift.history_none.ci_low"]
-    assert none_width > 3 * (r[f"{long_}.ci_high"] - r[f"{long_}.ci_low"])
-    assert r["abtest.lift.history_none.ci_low"] < 0
+    assert none_width > 3 * (r[f"{long_}.ci_high"] - r[f"{long_}.ci_low"])  # "too wide to read"
     assert r["abtest.history_none_share"] < 0.05  # "the few requests from buyers with no earlier search"
 
 

@@ -89,6 +89,8 @@ def test_the_committed_seed_studies_ran_the_code_on_disk():
     for study in studies:
         assert study.is_current(), f"{study.name} is stale: rerun `.venv/bin/python {study.command}`"
         assert study.preset == "book" and len(study.seeds) >= 5, study.name
+        script = data.parents[1] / study.command.split()[0]
+        assert script.is_file() and script.parent.name == "benchmarks", study.command
 
 
 def test_compare_is_the_multi_bootstrap_over_the_studys_seeds():
