@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+from pathlib import Path
 
 from retrieval_lib.encoders.graph import graph_embeddings
+from retrieval_lib.evaluation.seed_study import SeedStudy
 from retrieval_lib.features.unified import UnifiedFeatures
+from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.marketplace import Marketplace, generate
 from retrieval_lib.training.pretraining import ENCODER_CONFIG, PRETRAIN_CONFIG, doc2query_model, listing_tokenizer
 
@@ -39,3 +43,18 @@ def seed_study_parser(description: str, out: str) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs of a current file at --out and train only the missing ones")
     return parser
+
+
+def resumed(path: str, modules: tuple[str, ...], preset: str, arms: Iterable[str]) -> SeedStudy | None:
+    """The study at ``path`` that ``--resume`` keeps, or ``None`` if there is none.
+
+    Exits with a message when the file was written by other library code, another preset or other
+    arms: its runs cannot be paired with new ones.
+    """
+    if not Path(path).is_file():
+        return None
+    done = SeedStudy.load(path)
+    if done.digest != source_digest(tuple(modules)) or done.preset != preset or set(done.arms) != set(arms):
+        raise SystemExit(f"{path} was written by other code, preset or arms; run without --resume")
+    print(f"kept seeds {done.seeds} of {path}", flush=True)
+    return done

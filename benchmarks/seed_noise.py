@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 
-from common import seed_study_parser, unified_features
+from common import resumed, seed_study_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
-from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.training.loop import TrainConfig
 from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
@@ -50,15 +48,12 @@ def main() -> None:
     results: dict[str, dict[int, object]] = {variant: {} for variant in VARIANTS}
     logged: dict[str, dict[str, float]] = {variant: {} for variant in VARIANTS}
     epochs: dict[str, dict[str, int]] = {variant: {} for variant in VARIANTS}
-    if args.resume and Path(args.out).is_file():
-        done = SeedStudy.load(args.out)
-        if done.digest != source_digest(MODULES) or done.preset != args.preset or set(done.arms) != set(VARIANTS):
-            raise SystemExit(f"{args.out} was written by other code, preset or variants; run without --resume")
+    done = resumed(args.out, MODULES, args.preset, VARIANTS) if args.resume else None
+    if done is not None:
         for variant in VARIANTS:
             results[variant] = {seed: done.result(variant, seed) for seed in done.seeds}
             logged[variant] = dict(done.extra["valid_logged_recall@100"][variant])
             epochs[variant] = dict(done.extra["best_epoch"][variant])
-        print(f"kept seeds {done.seeds} of {args.out}", flush=True)
     world, fingerprint, features = unified_features(args.preset)
     eval_set = EvaluationSet.build(world, "test")
     for seed in args.seeds:

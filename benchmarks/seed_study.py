@@ -24,13 +24,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-from common import seed_study_parser, unified_features
+from common import resumed, seed_study_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationResult, EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
-from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.models.transformer_tower import TransformerRetriever, transformer_two_tower
 from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.serving.boosting import (
@@ -170,14 +168,10 @@ def main() -> None:
     results: dict[str, dict[int, EvaluationResult]] = {arm: {} for arm in study.arms}
     extra: dict[str, dict[str, object]] = {}
     seconds = 0
-    if args.resume and Path(out).is_file():
-        done = SeedStudy.load(out)
-        if done.digest != source_digest(study.modules) or done.preset != args.preset \
-                or tuple(done.arms) != study.arms:
-            raise SystemExit(f"{out} was written by other code, preset or arms; run without --resume")
+    done = resumed(out, study.modules, args.preset, study.arms) if args.resume else None
+    if done is not None:
         results = {arm: {seed: done.result(arm, seed) for seed in done.seeds} for arm in study.arms}
         extra, seconds = dict(done.extra.get("per_seed", {})), int(done.extra["seconds"])
-        print(f"kept seeds {done.seeds} of {out}", flush=True)
     ctx = Context(args.preset)
     for seed in seeds:
         if seed in results[study.arms[0]]:

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
-from common import seed_study_parser, unified_features
+from common import resumed, seed_study_parser, unified_features
 
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
-from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.models.taste import TasteModel, TasteRetriever, choose_taste_weight
 from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.training.pairs import validation_pairs
@@ -45,15 +43,12 @@ def main() -> None:
     start = time.perf_counter()
     results: dict[str, dict[int, object]] = {arm: {} for arm in (*ARMS, "taste")}
     weights, logged, seconds = {}, {}, 0
-    if args.resume and Path(args.out).is_file():
-        done = SeedStudy.load(args.out)
-        if done.digest != source_digest(MODULES) or done.preset != args.preset or set(done.arms) != set(results):
-            raise SystemExit(f"{args.out} was written by other code, preset or arms; run without --resume")
+    done = resumed(args.out, MODULES, args.preset, results) if args.resume else None
+    if done is not None:
         for arm in results:
             results[arm] = {seed: done.result(arm, seed) for seed in done.seeds}
         weights, logged = dict(done.extra["taste_weight"]), dict(done.extra["taste_logged_recall@100"])
         seconds = int(done.extra["seconds"])
-        print(f"kept seeds {done.seeds} of {args.out}", flush=True)
     todo = [seed for seed in args.seeds if seed not in results["full"]]
     world, fingerprint, features = unified_features(args.preset)
     observed = world.observed
