@@ -9,7 +9,6 @@ must reproduce its seed-0 row exactly, which the book's tests check.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from retrieval_lib.evaluation.offline import EvaluationResult
 from retrieval_lib.evaluation.uncertainty import MultiBootstrapDifference, multi_bootstrap, paired_bootstrap
 from retrieval_lib.infra import results
 from retrieval_lib.infra.cache import source_digest
+from retrieval_lib.infra.committed import read_json, write_json
 
 #: The figures of a multi-bootstrap comparison a chapter records (see :func:`record_comparison`).
 MULTIBOOT_FIGURES: tuple[str, ...] = ("mean", "ci_low", "ci_high", "share_at_most_zero", "t_low", "t_high")
@@ -145,20 +145,13 @@ class SeedStudy:
                 "modules": list(self.modules), "digest": self.digest, "extra": self.extra,
                 "sessions": {c: self.sessions[c].tolist() for c in SESSION_COLUMNS},
                 "values": {arm: {str(s): compact(v) for s, v in runs.items()} for arm, runs in self.values.items()}}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n")
-        tmp.replace(path)
+        write_json(data, path)
 
     @classmethod
     def load(cls, path: str | Path) -> SeedStudy:
         """Read a study written by :meth:`save` (a clear error if the file is missing or malformed)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no seed study at {path}; run its benchmark script to write it")
+        data = read_json(path, "seed study", "run its benchmark script to write it")
         try:
-            data = json.loads(path.read_text())
             sessions = pd.DataFrame({c: data["sessions"][c] for c in SESSION_COLUMNS})
             values = {arm: {int(s): np.asarray(v, dtype=float) for s, v in runs.items()}
                       for arm, runs in data["values"].items()}
