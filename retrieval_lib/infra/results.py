@@ -32,7 +32,7 @@ GLUE_LOG_ENV = "RETRIEVAL_LIB_GLUE_LOG"
 #: Keys are lower-case, dot-separated words (``bm25.recall@100.tail``).
 KEY_PATTERN = re.compile(r"^[a-z0-9_@]+(\.[a-z0-9_@]+)+$")
 #: Keys with these suffixes are wall-clock timings or ratios of timings: recorded, not expected to repeat.
-TIMING_SUFFIXES = ("_seconds", "_time_ratio", "ms_per_query", "_ms", "qps")
+TIMING_SUFFIXES = ("_seconds", "_time_ratio", "ms_per_query", "_ms", "qps", "_rps")
 #: The reserved key that holds the file's world tag (``{"preset": ..., "world": ...}``).
 META_KEY = "_meta"
 
