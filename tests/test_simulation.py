@@ -5,9 +5,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from retrieval_lib.evaluation.seed_study import BOOK_DATA
+from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.marketplace.policy import fuse_rankings, keyed_uniform, show_pages, simulate_funnel
 from retrieval_lib.serving.base import PAD
-from retrieval_lib.simulation.abtest import lift_by, purchase_lift, sessions_needed, simulate_arm
+from retrieval_lib.simulation.abtest import (
+    CALIBRATION_MODULES,
+    AACalibration,
+    aa_calibration,
+    lift_by,
+    purchase_lift,
+    sessions_needed,
+    simulate_arm,
+    split_test,
+)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +130,96 @@ def test_purchase_lift_rejects_mismatched_arms(control):
         purchase_lift(control, control.iloc[:-1])
     with pytest.raises(ValueError, match="no purchases"):
         purchase_lift(control.assign(purchase=0), control)
+
+
+def _arms(purchases_control, purchases_treatment, users):
+    n = len(users)
+    frame = pd.DataFrame({"session_id": np.arange(n), "user_id": users, "segment": "head", "history": "long",
+                          "clicks": 0})
+    return frame.assign(purchase=purchases_control), frame.assign(purchase=purchases_treatment)
+
+
+def test_split_test_reads_each_arm_on_its_own_half_by_hand():
+    # buyer 0..3, two sessions each; the treatment doubles every purchase rate it can
+    users = np.repeat(np.arange(4), 2)
+    control, treatment = _arms([1, 0, 1, 0, 1, 0, 1, 0], [1, 1, 1, 1, 1, 1, 1, 1], users)
+    lift = split_test(control, treatment, seed=0, n_boot=200)
+    treated = np.random.default_rng(0).permutation(np.arange(4))[:2]
+    assert lift.treatment_rate == 1.0 and lift.control_rate == 0.5 and lift.lift == pytest.approx(1.0)
+    assert lift.n_buyers == 4 and lift.n_sessions == 8
+    # the same arms, any split: the treatment half's rate is read from the treatment frame only
+    in_t = np.isin(users, treated)
+    assert lift.treatment_rate == treatment["purchase"][in_t].mean()
+    with pytest.raises(ValueError, match="same requests"):
+        split_test(control, treatment.iloc[:-1])
+    with pytest.raises(ValueError, match="two buyers"):
+        split_test(*_arms([1, 1], [1, 1], np.array([7, 7])))
+    with pytest.raises(ValueError, match="no purchases"):
+        split_test(control.assign(purchase=0), treatment)
+
+
+def test_a_split_test_is_wider_than_the_paired_comparison(tiny_world, control):
+    wanted = tiny_world.latent.labels[control["session_id"].to_numpy()][:, None]
+    better = simulate_arm(tiny_world, np.where(wanted >= 0, wanted, PAD), seed=0)
+    paired, split = purchase_lift(control, better), split_test(control, better)
+    assert split.ci_high - split.ci_low > paired.ci_high - paired.ci_low
+    assert split.ci_low < split.lift < split.ci_high
+
+
+def test_aa_calibration_runs_independent_aa_tests_on_a_subsample(tiny_world):
+    runs = aa_calibration(tiny_world, runs=6, share=0.5, n_boot=200, progress=False)
+    assert len(runs) == 6 and list(runs.columns) == ["lift", "ci_low", "ci_high", "covers_zero"]
+    assert (runs["ci_low"] <= runs["lift"]).all() and (runs["lift"] <= runs["ci_high"]).all()
+    assert runs["covers_zero"].equals((runs["ci_low"] <= 0) & (runs["ci_high"] >= 0))
+    assert runs["lift"].nunique() == 6  # fresh random numbers in every run
+    pd.testing.assert_frame_equal(runs, aa_calibration(tiny_world, runs=6, share=0.5, n_boot=200, progress=False))
+    with pytest.raises(ValueError, match="runs"):
+        aa_calibration(tiny_world, runs=0)
+    with pytest.raises(ValueError, match="share"):
+        aa_calibration(tiny_world, share=0)
+
+
+def test_an_aa_calibration_round_trips_and_its_first_runs_reproduce_it(tiny_world, tmp_path):
+    runs = aa_calibration(tiny_world, runs=4, share=0.5, n_boot=200, progress=False)
+    calibration = AACalibration("benchmarks/aa_calibration.py --preset tiny", "tiny", 0.5, 200,
+                                source_digest(CALIBRATION_MODULES), runs)
+    assert calibration.is_current() and calibration.coverage == runs["covers_zero"].mean()
+    path = tmp_path / "aa.json"
+    calibration.save(path)
+    loaded = AACalibration.load(path)
+    assert (loaded.command, loaded.preset, loaded.share, loaded.n_boot, loaded.digest) == (
+        calibration.command, "tiny", 0.5, 200, calibration.digest)
+    np.testing.assert_allclose(loaded.runs[["lift", "ci_low", "ci_high"]], runs[["lift", "ci_low", "ci_high"]],
+                               atol=1e-6)
+    first = aa_calibration(tiny_world, runs=2, share=0.5, n_boot=200, progress=False)
+    assert loaded.reproduces(first)
+    assert not loaded.reproduces(first.assign(lift=first["lift"] + 1e-3))
+    assert not loaded.reproduces(first.iloc[:0])
+    assert not loaded.reproduces(aa_calibration(tiny_world, runs=2, share=0.5, seed=1, n_boot=200, progress=False))
+    data = path.read_text().replace(calibration.digest, "0" * 16)
+    path.write_text(data)
+    assert not AACalibration.load(path).is_current()
+    with pytest.raises(FileNotFoundError, match="aa_calibration.py"):
+        AACalibration.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"command": "x"}')
+    with pytest.raises(ValueError, match="not an A/A calibration"):
+        AACalibration.load(tmp_path / "bad.json")
+
+
+def test_the_committed_aa_calibration_is_current_and_large_enough():
+    calibration = AACalibration.load(BOOK_DATA / "aa_calibration.json")
+    assert calibration.is_current(), f"the A/A calibration's code changed: rerun {calibration.command}"
+    assert calibration.command.startswith("benchmarks/aa_calibration.py") and calibration.preset == "book"
+    assert len(calibration.runs) >= 100
+
+
+def test_simulate_arm_keeps_only_the_chosen_buyers(tiny_world, control):
+    buyers = control["user_id"].unique()[:5]
+    some = simulate_arm(tiny_world, None, seed=0, buyers=buyers)
+    assert set(some["user_id"]) == set(buyers)
+    assert len(some) == control["user_id"].isin(buyers).sum()
+    with pytest.raises(ValueError, match="from these buyers"):
+        simulate_arm(tiny_world, None, buyers=np.array([-5]))
 
 
 def test_sessions_needed_by_hand():

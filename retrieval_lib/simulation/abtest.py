@@ -19,28 +19,35 @@ difference between arms comes from the pages, not from luck. The lift's confiden
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from retrieval_lib.evaluation.offline import history_bin, history_length, query_segments, segment_of
 from retrieval_lib.evaluation.uncertainty import buyer_bootstrap
+from retrieval_lib.infra.cache import source_digest
+from retrieval_lib.infra.committed import read_json, write_json
+from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.marketplace import Marketplace
 from retrieval_lib.marketplace.policy import show_pages, simulate_funnel
 
 
 def simulate_arm(world: Marketplace, candidates: np.ndarray | None = None, seed: int = 0,
-                 split: str = "test") -> pd.DataFrame:
+                 split: str = "test", buyers: np.ndarray | None = None) -> pd.DataFrame:
     """Show every request of ``split`` its page and let its buyer act; one row per request.
 
     ``candidates`` (``n_requests x k`` listing ids, best first, ``-1`` padded) are fused into the lexical
     ranking; ``None`` is the control page. ``seed`` picks the random numbers: arms with the same seed
-    share them. Returns ``session_id, user_id, segment, history, clicks, purchase`` (0 or 1).
+    share them. ``buyers`` keeps only their requests (a subsample). Returns ``session_id, user_id,
+    segment, history, clicks, purchase`` (0 or 1).
     """
     sessions = world.observed.split(split).reset_index(drop=True)
+    if buyers is not None:
+        sessions = sessions[sessions["user_id"].isin(np.asarray(buyers))].reset_index(drop=True)
     if sessions.empty:
-        raise ValueError(f"no sessions in split {split!r}")
+        raise ValueError(f"no sessions in split {split!r}" + (" from these buyers" if buyers is not None else ""))
     if candidates is not None:
         candidates = np.asarray(candidates)
         if candidates.ndim != 2 or candidates.shape[0] != len(sessions):
@@ -111,6 +118,119 @@ def lift_by(control: pd.DataFrame, treatment: pd.DataFrame, column: str, n_boot:
         lift = purchase_lift(control[keep], treatment[keep], n_boot=n_boot, seed=seed)
         rows.append({column: group, **dataclasses.asdict(lift)})
     return pd.DataFrame(rows)
+
+
+def split_test(control: pd.DataFrame, treatment: pd.DataFrame, seed: int = 0, n_boot: int = 2000,
+               level: float = 0.95) -> Lift:
+    """The lift as a real A/B test measures it: each buyer sees one arm, a random half the treatment.
+
+    ``control`` and ``treatment`` come from :func:`simulate_arm` over the same requests; the buyers are
+    split at random (``seed``) and each arm is read on its own half only, so the two rates share no
+    buyer and no random number. The interval resamples buyers (each keeps their arm); ``n_sessions``
+    and ``n_buyers`` count both halves together.
+    """
+    if len(control) != len(treatment) or not np.array_equal(control["session_id"], treatment["session_id"]):
+        raise ValueError("the two arms must cover the same requests in the same order")
+    users = control["user_id"].to_numpy()
+    ids = np.unique(users)
+    if ids.size < 2:
+        raise ValueError("a split test needs at least two buyers")
+    treated = np.isin(users, np.random.default_rng(seed).permutation(ids)[: ids.size // 2]).astype(float)
+    b = treatment["purchase"].to_numpy(float) * treated
+    a = control["purchase"].to_numpy(float) * (1 - treated)
+    if a.sum() == 0:
+        raise ValueError("the control half has no purchases: the lift is undefined")
+
+    def lift(s: list[float]) -> float:
+        return (s[0] / s[1]) / (s[2] / s[3]) - 1 if min(s[1], s[2], s[3]) > 0 else np.nan
+
+    low, high = buyer_bootstrap(users, [b, treated, a, 1 - treated], lift, n_boot, level, seed)
+    control_rate, treatment_rate = a.sum() / (1 - treated).sum(), b.sum() / treated.sum()
+    return Lift(float(control_rate), float(treatment_rate), float(treatment_rate / control_rate - 1), low, high,
+                len(users), int(ids.size))
+
+
+def aa_calibration(world: Marketplace, runs: int = 200, share: float = 0.25, seed: int = 0, n_boot: int = 1000,
+                   progress: bool = True) -> pd.DataFrame:
+    """Many A/A tests, to see how often :func:`purchase_lift`'s 95 per cent interval covers the true lift, 0.
+
+    One A/A test is not a check of the interval: it covers 0 or not, by luck. Run ``runs`` of them, each
+    the control page against itself with two fresh sets of random numbers (seeds ``2i`` and ``2i + 1``),
+    on a random ``share`` of the test window's buyers (drawn once with ``seed``, to keep it quick); a
+    calibrated interval covers 0 in about 95 per cent. One row per run: ``lift, ci_low, ci_high,
+    covers_zero``.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be positive, got {runs}")
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    ids = np.unique(world.observed.split("test")["user_id"])
+    chosen = np.random.default_rng(seed).choice(ids, size=max(2, round(share * ids.size)), replace=False)
+    rows = []
+    for i in progress_bar(range(runs), progress=progress, desc="A/A tests"):
+        one = simulate_arm(world, None, seed=2 * i, buyers=chosen)
+        other = simulate_arm(world, None, seed=2 * i + 1, buyers=chosen)
+        lift = purchase_lift(one, other, n_boot=n_boot, seed=i)
+        rows.append({"lift": lift.lift, "ci_low": lift.ci_low, "ci_high": lift.ci_high,
+                     "covers_zero": lift.covers_zero})
+    return pd.DataFrame(rows).rename_axis("run")
+
+
+#: The code an A/A calibration runs (with everything it imports): its digest stamps the committed file.
+CALIBRATION_MODULES: tuple[str, ...] = ("retrieval_lib.simulation.abtest",)
+
+
+@dataclass(frozen=True)
+class AACalibration:
+    """Many A/A tests (:func:`aa_calibration`) on disk, with the command, preset and code digest that made them.
+
+    Too slow for every book build (two simulated arms per test), so a benchmark script runs it once and
+    commits the file; the chapter reads it, and its own first runs must reproduce the file's first rows.
+    """
+
+    command: str
+    preset: str
+    share: float
+    n_boot: int
+    digest: str
+    runs: pd.DataFrame = field(repr=False)
+
+    @property
+    def coverage(self) -> float:
+        """Share of the A/A intervals that cover 0."""
+        return float(self.runs["covers_zero"].mean())
+
+    def is_current(self) -> bool:
+        """Whether the code that made the file is still the code on disk."""
+        return self.digest == source_digest(CALIBRATION_MODULES)
+
+    def reproduces(self, runs: pd.DataFrame) -> bool:
+        """Whether ``runs`` (the first runs of the same calibration) equal the file's first rows (6 decimals)."""
+        head = self.runs.iloc[:len(runs)]
+        if len(runs) == 0 or len(runs) > len(self.runs) or list(runs.columns) != list(head.columns):
+            return False
+        numbers = ["lift", "ci_low", "ci_high"]
+        return bool(np.array_equal(np.round(runs[numbers].to_numpy(float), 6), head[numbers].to_numpy(float))
+                    and np.array_equal(runs["covers_zero"].to_numpy(bool), head["covers_zero"].to_numpy(bool)))
+
+    def save(self, path: str | Path) -> None:
+        """Write the calibration as JSON (figures rounded to 6 decimals), atomically."""
+        data = {"command": self.command, "preset": self.preset, "share": self.share, "n_boot": self.n_boot,
+                "modules": list(CALIBRATION_MODULES), "digest": self.digest,
+                "runs": {c: [round(float(x), 6) for x in self.runs[c]] for c in ("lift", "ci_low", "ci_high")}
+                | {"covers_zero": [bool(x) for x in self.runs["covers_zero"]]}}
+        write_json(data, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AACalibration:
+        """Read a file written by :meth:`save` (a clear error if it is missing or malformed)."""
+        data = read_json(path, "A/A calibration", "run benchmarks/aa_calibration.py to write it")
+        try:
+            runs = pd.DataFrame(data["runs"]).rename_axis("run")
+            return cls(data["command"], data["preset"], float(data["share"]), int(data["n_boot"]), data["digest"],
+                       runs[["lift", "ci_low", "ci_high", "covers_zero"]])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} is not an A/A calibration: {err}") from err
 
 
 def sessions_needed(rate: float, relative_lift: float) -> int:
