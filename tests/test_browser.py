@@ -188,3 +188,16 @@ def test_every_page_of_the_built_book_is_clean_in_a_browser(driver, book_url):
 def test_the_book_search_finds_a_chapter_by_a_word_from_it(driver, book_url, word, page):
     found = search_results(driver, book_url, word)
     assert page in found, f"searching the book for {word!r} did not list {page}; it listed {sorted(set(found))}"
+
+
+@pytest.mark.book
+def test_the_explorer_shows_its_static_example_in_the_built_book(driver, book_url):
+    # no kernel runs behind the HTML book: chapter 10's explorer must show its static rendering
+    # (one request through the four systems), not an empty widget
+    driver.get(f"{book_url}/notebooks/10_whole_system.html")
+    explorers = driver.find_elements("css selector", "div.retrieval-explorer")
+    assert len(explorers) == 1, "chapter 10 shows no static explorer example"
+    text = explorers[0].text
+    assert all(name in text for name in ("BM25", "unified, no history", "served")), text[:500]
+    assert explorers[0].is_displayed()
+    assert not driver.find_elements("css selector", 'script[type="application/vnd.jupyter.widget-view+json"]')

@@ -21,10 +21,12 @@ ALLOWED_COLUMNS = {
     "archive": {"user_id", "query", "day", "listing_id", "click", "cart", "purchase"},
 }
 #: What may read latent truth, relative to the package: the generator itself and the simulated A/B
-#: test's buyers (whole subpackages), and the evaluation modules that score against it. Nothing else, not
-#: even the rest of ``evaluation/``.
+#: test's buyers (whole subpackages), the evaluation modules that score against it, and the explorer,
+#: which marks for the reader what a logged request's buyer would buy (shown, never fed to a model).
+#: Nothing else, not even the rest of ``evaluation/``.
 LATENT_PACKAGES = {("marketplace",), ("simulation",)}
-LATENT_MODULES = {("evaluation", "offline.py"), ("evaluation", "probes.py"), ("evaluation", "oracle.py")}
+LATENT_MODULES = {("evaluation", "offline.py"), ("evaluation", "probes.py"), ("evaluation", "oracle.py"),
+                  ("explore.py",)}
 
 
 def test_observed_tables_hold_only_loggable_columns(tiny_world):
