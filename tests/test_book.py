@@ -68,7 +68,11 @@ REQUIRED = [
     "boosting.trials", "boosting.tune_seconds",
     "abtest.control.purchase_rate", "abtest.treatment.purchase_rate", "abtest.lift", "abtest.lift_ci_low",
     "abtest.lift_ci_high", *(f"abtest.lift.{s}" for s in ("head", "torso", "tail")), "abtest.aa_ci_low",
-    "abtest.aa_ci_high", "service.p50_ms", "service.p99_ms", "service.qps", "system.build_seconds",
+    "abtest.aa_ci_high", "service.single.p99_ms", "service.open_loop.p99_ms", "service.saturation_rps",
+    "abtest.aa_coverage", "abtest.aa_runs", "abtest.crn_width_ratio", "abtest.split_width_ratio",
+    *(f"verdict.{k}" for k in ("pretraining", "term", "transformer", "location", "graph", "history",
+                               "personalization", "negatives", "curriculum", "hinge", "boosting", "abtest")),
+    "system.build_seconds",
     "build.pinned",
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.

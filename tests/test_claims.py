@@ -820,21 +820,37 @@ def test_every_bad_request_got_a_4xx(r):
     assert r["service.errors"] == 0
 
 
-def test_the_service_p99_is_under_50_ms_at_the_chapters_concurrency(r):
-    # issue 15's acceptance, and "one request at a time, under the paper's 18 ms"
-    assert r["service.p99_ms"] < 50
+def test_the_open_loop_p99_is_under_50_ms_at_the_chapters_arrival_rate(r):
+    # issue 26's acceptance (open loop, latency from the scheduled send), and "one request at a time,
+    # under the paper's p99 of about 18 ms"
+    assert r["service.open_loop.p99_ms"] < 50
     assert r["service.single.p99_ms"] < 18
+    assert r["service.open_loop.p50_ms"] <= r["service.open_loop.p99_ms"]
+    # "half the one-at-a-time throughput"; "now and then a request ... waits": queueing adds to the tail
+    assert r["service.open_loop.rate_rps"] == pytest.approx(0.5 * r["service.single.qps"], rel=1e-9)
+    assert r["service.open_loop.busy_time_ratio"] < 1
+    assert r["service.open_loop.p99_ms"] > r["service.single.p99_ms"]
 
 
-def test_latency_under_load_is_queueing(r):
-    """Throughput rises from one request in flight to four and then stays flat; latency grows with the queue."""
-    assert r["service.qps"] > r["service.single.qps"]
-    assert abs(r["service.c16.qps"] / r["service.qps"] - 1) < 0.25
-    assert r["service.c16.p99_ms"] > 2 * r["service.p99_ms"] > 2 * r["service.single.p99_ms"]
-    assert r["service.p50_ms"] <= r["service.p99_ms"]
-    # "as Little's law says": requests in flight ~ throughput x latency (the median stands in for the mean)
-    for flight, p50, qps in ((4, "service.p50_ms", "service.qps"), (16, "service.c16.p50_ms", "service.c16.qps")):
-        assert r[p50] / 1000 * r[qps] / flight == pytest.approx(1, abs=0.25)
+def test_the_open_loop_client_sent_on_schedule_at_the_chapters_rate(r):
+    # latency counts from the scheduled send; at the chapter's rate the client itself kept to its schedule
+    # (past the capacity it may fall behind too: the overloaded run shares the two cores)
+    assert r["service.open_loop.max_send_lag_ms"] < 25
+
+
+def test_answers_keep_pace_up_to_the_capacity_and_fall_behind_past_it(r):
+    # "more than one client alone gets through"
+    assert r["service.saturation_rps"] > r["service.single.qps"]
+    # at the chapter's rate the service keeps up, and Little's law with the arrival rate holds
+    assert r["service.open_loop.little_time_ratio"] == pytest.approx(1, abs=0.05)
+    assert r["service.open_loop.throughput_rps"] == pytest.approx(r["service.open_loop.arrival_rps"], rel=0.05)
+    # past the capacity: answers no faster than the capacity, the law fails, latency grows with the queue
+    assert r["service.open_loop.top.throughput_rps"] < 0.9 * r["service.open_loop.top.arrival_rps"]
+    assert r["service.open_loop.top.little_time_ratio"] < 0.9
+    assert r["service.open_loop.top.p99_ms"] > 10 * r["service.open_loop.p99_ms"]
+    # "Worse, fewer answers come back per second than at the capacity ... the client itself falls behind"
+    assert r["service.open_loop.top.throughput_rps"] < r["service.saturation_rps"]
+    assert r["service.open_loop.top.max_send_lag_ms"] > r["service.open_loop.max_send_lag_ms"]
 
 
 def test_the_query_tower_and_http_each_cost_more_than_the_index(r):
@@ -853,6 +869,20 @@ def test_adding_the_unified_candidates_lifts_purchases_and_the_aa_test_covers_ze
     assert r["abtest.treatment.purchase_rate"] > r["abtest.control.purchase_rate"]
     assert r["abtest.lift"] == pytest.approx(
         r["abtest.treatment.purchase_rate"] / r["abtest.control.purchase_rate"] - 1, rel=1e-9)
+
+
+def test_the_aa_intervals_are_calibrated_over_many_runs(r):
+    # issue 26's acceptance, and "the buyer bootstrap is calibrated here"; the committed tests are
+    # current and this build's own first two reproduce them
+    assert r["abtest.aa_calibration.current"] == 1 and r["abtest.aa_calibration.reproduced"] == 1
+    assert r["abtest.aa_runs"] >= 100
+    assert 0.93 <= r["abtest.aa_coverage"] <= 0.97
+
+
+def test_a_split_test_is_wider_than_the_paired_comparison(r):
+    # "... times as wide as the paired one"
+    assert r["abtest.split_width_ratio"] > 1
+    assert r["abtest.split.ci_low"] < r["abtest.split.lift"] < r["abtest.split.ci_high"]
 
 
 def test_the_lift_is_largest_on_tail_queries_and_clear_on_head_and_torso(r):
@@ -884,3 +914,64 @@ def test_detecting_the_papers_lift_would_need_far_more_than_the_test_window(r):
 
 def test_the_simulated_lift_is_far_larger_than_the_papers(r):
     assert r["abtest.lift_ci_low"] > 3 * r["paper.purchase_lift"]
+
+
+# --- chapter 10: the verdict on the paper's claims ------------------------------------------------
+
+#: The chapters' own record of each verdict row's comparison (the verdict must quote the same figures).
+VERDICT_SOURCES = {
+    "pretraining": "multiboot.pretraining.recall@100.tail",
+    "term": "multiboot.term.recall@100.tail",
+    "transformer": "multiboot.transformer.recall@100.all",
+    "location": "multiboot.location.recall@100.all",
+    "graph": "multiboot.graph.recall@100.all",
+    "history": "multiboot.history.recall@100.head",
+    "negatives": "multiboot.negatives.curriculum_minus_inbatch.recall@100.all",
+    "curriculum": "multiboot.negatives.curriculum_minus_hard_from_start.recall@100.all",
+    "hinge": "multiboot.losses.hinge_minus_softmax.recall@100.all",
+    "boosting": "multiboot.boosting.additive_minus_none.recall@100.all",
+}
+
+
+def _verdict_of(r, key):
+    low, high = r[f"verdict.{key}.ci_low"], r[f"verdict.{key}.ci_high"]
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
+def test_every_verdict_follows_its_interval_and_the_counts_add_up(r):
+    keys = {k.split(".")[1] for k in r if k.startswith("verdict.") and k.endswith(".ci_low")}
+    assert keys == set(VERDICT_SOURCES) | {"personalization", "abtest"}
+    for key in keys:
+        assert r[f"verdict.{key}"] == _verdict_of(r, key), key
+    assert r["verdict.claims"] == len(keys)
+    assert r["verdict.holds"] + r["verdict.not_established"] + r["verdict.reversed"] == r["verdict.claims"]
+    assert r["verdict.reversed"] == 1  # "... and one is reversed"
+
+
+def test_the_verdict_quotes_the_chapters_own_multi_bootstrap_figures(r):
+    for key, source in VERDICT_SOURCES.items():
+        for figure in ("mean", "ci_low", "ci_high"):
+            assert r[f"verdict.{key}.{figure}"] == pytest.approx(r[f"{source}.{figure}"], abs=1e-12), key
+        assert r[f"verdict.{key}.n_seeds"] >= 5
+    for figure in ("mean", "ci_low", "ci_high"):
+        assert r[f"verdict.personalization.{figure}"] == pytest.approx(
+            r[f"multiboot.personalization.recall@100.head.{figure}"], abs=1e-12)
+    assert (r["verdict.abtest.mean"], r["verdict.abtest.ci_low"]) == (r["abtest.lift"], r["abtest.lift_ci_low"])
+    assert r["verdict.graph.n_seeds"] >= 10 and r["verdict.history.n_seeds"] >= 10
+
+
+def test_the_text_side_location_negatives_boosting_and_the_lift_hold_here(r):
+    for key in ("pretraining", "term", "transformer", "location", "negatives", "boosting", "abtest"):
+        assert r[f"verdict.{key}"] == 1, key
+
+
+def test_graph_history_and_curriculum_are_not_established(r):
+    for key in ("graph", "history", "curriculum"):
+        assert r[f"verdict.{key}"] == 0, key
+    # "at one seed, chapter 6's buyers-only intervals confirmed a graph gain that ... seeds do not show"
+    assert r["seeds.graph.seed0_buyers_only.all.ci_low"] > 0
+
+
+def test_personalization_holds_with_the_taste_block_and_the_hinge_is_reversed(r):
+    assert r["verdict.personalization"] == 1 and r["verdict.personalization.ci_low"] > 0
+    assert r["verdict.hinge"] == -1 and r["verdict.hinge.ci_high"] < 0
