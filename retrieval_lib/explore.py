@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from retrieval_lib.baselines.bm25 import BM25Retriever
+from retrieval_lib.features.history import HISTORY_TYPES
 from retrieval_lib.features.location import user_listing_miles
 from retrieval_lib.marketplace import Marketplace
 from retrieval_lib.serving.base import PAD
@@ -105,6 +106,50 @@ def compare(system: Retriever, bm25: BM25Retriever, query: str, user_id: int | N
     cos, boost = parts(ids)
     tables["served"] = _table(system, ids, user_id, cos, boost, cos + boost, target)
     return tables
+
+
+def _blocks(parts: list[tuple[str, torch.Tensor]]) -> pd.DataFrame:
+    rows = [{"block": name, "width": int(v.shape[1]), "norm": float(v[0].norm())} for name, v in parts]
+    return pd.DataFrame(rows).set_index("block")
+
+
+def towers(system: Retriever, query: str, user_id: int | None, listing_id: int) -> dict[str, object]:
+    """One request and one listing through both towers: what each block feeds the tower's MLP.
+
+    Returns ``query`` and ``product`` (one row per input block, in the order the tower concatenates
+    them: ``width`` and the block's ``norm``), ``history`` (the buyer's most recent items, oldest first:
+    ``kind``, ``text``), ``cosine`` (the two unit vectors' inner product), and ``query_inputs`` and
+    ``product_inputs`` (the concatenated blocks each tower's MLP reads). The blocks are read the way
+    :class:`~retrieval_lib.models.unified.UnifiedModel` reads them: the towers' MLPs turn the inputs into
+    exactly the vectors the system serves (a test checks it).
+    """
+    model, features = system.model, system.features
+    if int(listing_id) not in system.listings.index:
+        raise KeyError(f"unknown listing {listing_id!r}")
+    q = system.encode(query, user_id)  # validates the request
+    users = np.array([-1 if user_id is None else int(user_id)])
+    rows = features.current_rows(users)
+    bags, blocks, history = features.queries([query.strip()], users, rows, model.config)
+    with torch.no_grad():
+        query_parts = [("terms", model.term(*bags))] if model.term is not None else []
+        if model.history is not None:
+            query_parts.append(("history", model.history(history["items"], history["kind"], history["pad"],
+                                                         history.get("graph"))))
+        query_parts += [(b, blocks[b]) for b in model.query_blocks]
+        lbags, lblocks = features.listings(np.array([int(listing_id)]))
+        product_parts = [("terms", model.term(*lbags))] if model.term is not None else []
+        product_parts += [(b, lblocks[b]) for b in model.product_blocks]
+        p = system.listing_vectors[int(listing_id)]
+    items = []
+    if rows[0] >= 0:
+        h = features.history
+        for item, kind in zip(h.item[rows[0]], h.kind[rows[0]], strict=True):
+            if item >= 0:
+                items.append({"kind": HISTORY_TYPES[kind], "text": h.texts[item]})
+    return {"query": _blocks(query_parts), "product": _blocks(product_parts),
+            "history": pd.DataFrame(items, columns=["kind", "text"]), "cosine": float(q[0] @ p),
+            "query_inputs": torch.cat([v for _, v in query_parts], dim=1),
+            "product_inputs": torch.cat([v for _, v in product_parts], dim=1)}
 
 
 def search_effort(system: Retriever, sessions: pd.DataFrame, levels: Sequence[int] = tuple(EF_BY_LEVEL),

@@ -815,6 +815,14 @@ def test_the_boost_is_small_next_to_the_cosine_in_the_traced_request(r):
     assert r["system.index_ef"] >= r["trace.candidates"]
 
 
+def test_the_light_query_tower_reads_three_blocks_and_the_product_tower_five(r):
+    # "the light query tower reads the hashed terms ..., the history encoder's summary ... and the
+    # buyer's location; the heavy product tower ... reads terms, transformer, graph, numeric, location"
+    assert r["trace.query_blocks"] == 3 and r["trace.product_blocks"] == 5
+    assert r["trace.history_items"] > 0
+    assert r["trace.first_cosine"] == pytest.approx(r["trace.page_first_cosine"], abs=1e-5)  # "the first row's"
+
+
 def test_every_bad_request_got_a_4xx(r):
     assert r["service.bad_requests_4xx"] == r["service.bad_requests"] >= 5
     assert r["service.errors"] == 0
@@ -839,8 +847,6 @@ def test_the_open_loop_client_sent_on_schedule_at_the_chapters_rate(r):
 
 
 def test_answers_keep_pace_up_to_the_capacity_and_fall_behind_past_it(r):
-    # "more than one client alone gets through"
-    assert r["service.saturation_rps"] > r["service.single.qps"]
     # at the chapter's rate the service keeps up, and Little's law with the arrival rate holds
     assert r["service.open_loop.little_time_ratio"] == pytest.approx(1, abs=0.05)
     assert r["service.open_loop.throughput_rps"] == pytest.approx(r["service.open_loop.arrival_rps"], rel=0.05)

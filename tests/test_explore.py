@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from retrieval_lib.baselines.bm25 import BM25Retriever
 from retrieval_lib.explore import (
@@ -12,6 +13,7 @@ from retrieval_lib.explore import (
     compare,
     search_effort,
     to_html,
+    towers,
     would_buy,
 )
 from retrieval_lib.features.location import user_listing_miles
@@ -120,3 +122,26 @@ def test_html_and_the_widget(tiny_system, bm25, tiny_world, tables):
     explorer.user.value, explorer.query.value = str(USER), QUERY
     explorer.refresh()
     assert "retrieval-explorer" in explorer.out.value and "UnknownUserError" not in explorer.out.value
+
+
+def test_both_towers_block_by_block(tiny_system):
+    page = tiny_system.search(QUERY, USER, top_n=1)
+    listing = int(page["listing_id"].iloc[0])
+    traced = towers(tiny_system, QUERY, USER, listing)
+    model = tiny_system.model
+    # the blocks, fed through each tower's MLP, give exactly the vectors the system serves
+    with torch.no_grad():
+        q = torch.nn.functional.normalize(model.query(traced["query_inputs"]), dim=-1)
+        p = torch.nn.functional.normalize(model.product(traced["product_inputs"]), dim=-1)
+    torch.testing.assert_close(q, tiny_system.encode(QUERY, USER))
+    torch.testing.assert_close(p[0], tiny_system.listing_vectors[listing])
+    assert traced["cosine"] == pytest.approx(float(q[0] @ p[0]), abs=1e-6)
+    assert list(traced["product"].index) == ["terms", *model.product_blocks]
+    assert traced["query"]["width"].sum() == traced["query_inputs"].shape[1]
+    assert "history" in traced["query"].index and len(traced["history"]) > 0
+    assert set(traced["history"]["kind"]) <= {"query", "click", "purchase"}
+    # an anonymous request has no history items and a zero location block
+    anonymous = towers(tiny_system, QUERY, None, listing)
+    assert anonymous["history"].empty and anonymous["query"].loc["location", "norm"] == 0
+    with pytest.raises(KeyError, match="unknown listing"):
+        towers(tiny_system, QUERY, USER, -3)
