@@ -3,6 +3,7 @@
 :func:`compare` is the logic: for one request, a results table per system, with each result's title,
 tags, the distance to its shop, its score split into the two towers' cosine and the boost, and whether
 the buyer would buy it (the world's latent truth, for a logged request only, marked as such).
+:func:`towers` follows one request and one listing through both towers, block by block.
 :func:`search_effort` and :func:`boost_recall` are the second panel's trade-offs: how recall and
 latency move with the index's search effort, and how logged validation recall moves with the boost
 weights. :class:`Explorer` puts both behind ``ipywidgets`` in JupyterLab; where no kernel runs (the
@@ -67,8 +68,9 @@ def compare(system: Retriever, bm25: BM25Retriever, query: str, user_id: int | N
     * ``BM25``: the lexical baseline (its score is the BM25 score; it knows no buyer).
     * ``unified, no history``: the query tower without the buyer's history (location kept), exact search.
     * ``unified``: the query tower with text, history and location, exact search by cosine.
-    * ``served``: the boosted index as the service searches it (``q.p + w.f(p)``, re-ranked exactly), with
-      the boost weights multiplied by ``boost_scale`` (1: as tuned; 0: no boost).
+    * ``served``: the boosted index as the service searches it (``q.p + w.f(p)``, re-ranked exactly).
+      With ``boost_scale`` other than 1 (the tuned weights times ``boost_scale``; 0: no boost) it is an
+      exact search of the hydrated vectors, since the index's search effort was chosen for the tuned ones.
 
     ``cosine`` is ``q.p`` for the request's full query vector (history included), ``boost`` is
     ``w.f(p)`` at the scaled weights; ``target`` marks the listing the buyer would buy (latent truth, see
@@ -101,7 +103,7 @@ def compare(system: Retriever, bm25: BM25Retriever, query: str, user_id: int | N
     if boost_scale == 1.0:
         page = system.query(q, top_n, rerank=True)
         ids = page["listing_id"].to_numpy()
-    else:  # other weights: the same index, searched with [q; s w] (exact re-ranking as above)
+    else:  # other weights: exact search of [p; f(p)] with [q; s w]
         ids = exact_top_k(hydrate_queries(q, w), system.items, top_n, item_ids=system.exact.listing_ids).ids[0]
     cos, boost = parts(ids)
     tables["served"] = _table(system, ids, user_id, cos, boost, cos + boost, target)
@@ -200,7 +202,11 @@ def to_html(tables: dict[str, pd.DataFrame], caption: str = "") -> str:
 
 
 class Explorer:
-    """The widgets: a query box, a buyer box, a boost slider and a search-effort slider, and the tables.
+    """The widgets: query, buyer and request boxes, a boost slider, and the tables; a second panel measures.
+
+    The request id (a logged request) only marks the listing its buyer would buy (latent truth). The
+    second panel's button measures recall and latency at every search-effort level
+    (:func:`search_effort`) and logged validation recall at several boost scales (:func:`boost_recall`).
 
     ``example`` (``query, user_id, session_id``) is the request shown first, and the one rendered as
     static HTML where no kernel runs: displaying an ``Explorer`` offers both the widget (JupyterLab
