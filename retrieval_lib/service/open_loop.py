@@ -128,7 +128,7 @@ async def _sweep(url: str, bodies: Sequence[dict], schedules: Sequence[np.ndarra
         runs = []
         for offsets in schedules:
             runs.append(await _send_on_schedule(client, path, bodies, offsets))
-            await asyncio.sleep(0.2)  # let the service drain before the next rate
+            await asyncio.sleep(0.2)  # every answer is in (gather); a short pause between rates
         return runs
 
 
