@@ -219,7 +219,6 @@ class Explorer:
 
         self.system, self.bm25, self.world, self.top_n = system, bm25, world, top_n
         query, user_id, session_id = example
-        self.example = (query, user_id, session_id)
         self.static = to_html(compare(system, bm25, query, user_id, top_n, would_buy(world, session_id)),
                               f"query {query!r}, buyer {user_id}: a logged test-window request")
         self.query = widgets.Text(value=query, description="query")
