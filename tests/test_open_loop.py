@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrieval_lib.service.open_loop import OpenLoopResult, open_loop_sweep, poisson_schedule, saturation
+from retrieval_lib.service.open_loop import (
+    KEEPALIVE_EXPIRY,
+    OpenLoopResult,
+    open_loop_sweep,
+    poisson_schedule,
+    saturation,
+)
 
 SERVICE_SECONDS = 0.02  # the stub answers one request at a time, each after 20 ms: capacity 50 per second
 
@@ -116,3 +122,12 @@ def test_bad_sweeps_are_clear_errors(slow_server):
         open_loop_sweep(slow_server, [], [10.0])
     with pytest.raises(ValueError, match="no arrival rates"):
         open_loop_sweep(slow_server, [{"query": "x"}], [])
+
+
+def test_the_client_drops_idle_connections_before_the_server_does():
+    # at equal keep-alive timeouts a reused connection can meet the server's close: a ReadError in the sweep
+    import uvicorn
+
+    from retrieval_lib.service.app import create_app
+
+    assert uvicorn.Config(create_app).timeout_keep_alive >= 4 * KEEPALIVE_EXPIRY

@@ -27,6 +27,11 @@ import httpx
 import numpy as np
 import pandas as pd
 
+#: Seconds the client keeps an idle connection, well below the server's keep-alive timeout (uvicorn's
+#: 5 s, also httpx's default expiry). At equal timeouts a connection can be reused just as the server
+#: closes it, and the request fails with a ``ReadError`` that says nothing about the service.
+KEEPALIVE_EXPIRY = 1.0
+
 
 def poisson_schedule(rate: float, n: int, seed: int = 0) -> np.ndarray:
     """Send times (seconds from the start) of ``n`` Poisson arrivals at ``rate`` per second, the first at 0."""
@@ -121,7 +126,7 @@ async def _send_on_schedule(client: httpx.AsyncClient, path: str, bodies: Sequen
 
 async def _sweep(url: str, bodies: Sequence[dict], schedules: Sequence[np.ndarray], path: str, warmup: int,
                  timeout: float) -> list[list[tuple[float, float, float, int]]]:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=KEEPALIVE_EXPIRY)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         for body in bodies[:warmup]:
             await client.post(path, json=body)
