@@ -58,10 +58,13 @@ REQUIRED = [
     *(f"loss.{n}.recall@100.{s}" for n in ("softmax", "pairwise", "hinge") for s in ("all", "head", "tail")),
     *(f"loss.hinge.score_median.{k}" for k in ("purchase", "cart", "click", "negative")),
     *(f"prune.{n}.removed_at_keep95" for n in ("softmax", "pairwise", "hinge")),
+    *(f"prune.{n}.{cut}.threshold_minus_top_n" for n in ("softmax", "pairwise", "hinge") for cut in ("cut", "cut95")),
+    *(f"prune.{n}.cut.labels_kept" for n in ("softmax", "pairwise", "hinge")),
     *(f"loss.hinge.e_{k}" for k in ("purchase", "cart", "click", "neg")),
     *(f"multiboot.losses.{n}_minus_softmax.recall@100.{s}.{f}" for n in ("pairwise", "hinge")
       for s in ("all", "head", "tail") for f in ("mean", "ci_low", "ci_high")),
     "ann.hnsw.recall_vs_exact@100", "ann.hnsw.ms_per_query", "ann.exact.ms_per_query",
+    "ann.exact_over_hnsw_time_ratio",
     "ann.faiss_ivfpq.recall_vs_exact@100", "ann.boosted.recall_vs_exact_min",
     *(f"boosting.{n}.recall@100.{s}" for n in ("none", "multiplicative", "additive") for s in ("all", "head", "tail")),
     *(f"multiboot.boosting.additive_minus_none.recall@100.all.{f}" for f in ("mean", "ci_low", "ci_high")),
@@ -111,10 +114,38 @@ def test_exercises_are_numbered_in_order(path):
     assert len(numbers) >= 2 and numbers == list(range(1, len(numbers) + 1)), f"{path.name}: {numbers}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_exercise_has_a_hint_and_a_worked_solution(path):
+    found = chapters.exercises(path)
+    assert len(found) >= 2, f"{path.name}: {len(found)} exercises"
+    assert [e.number for e in found] == list(range(1, len(found) + 1))
+    for e in found:
+        where = f"{path.name}, exercise {e.number}"
+        assert e.text and e.hint and e.solution, f"{where}: a hint and a solution dropdown after the exercise"
+        for code in e.code:
+            compile(code, where, "exec")  # a syntax error fails here, before the tiny run
+            assert not re.search(r"\b(record|glue)\(", code), f"{where}: a solution must not record figures"
+            long = [line for line in code.splitlines() if len(line) > PAGE_COLUMNS]
+            assert not long, f"{where}: solution lines over {PAGE_COLUMNS} characters: {long}"
+
+
+def test_the_prefaces_solution_code_runs_on_a_results_file(tmp_path, monkeypatch, capsys):
+    """The preface is not a chapter the tiny runs execute: its solution reads a built book's results."""
+    (tmp_path / "book" / "_build").mkdir(parents=True)
+    (tmp_path / "book" / "_build" / "results.json").write_text(json.dumps({"bm25.a": 1, "bm25.b": 2, "term.c": 3}))
+    monkeypatch.chdir(tmp_path)
+    codes = [code for e in chapters.exercises(NOTEBOOKS[0]) for code in e.code]
+    assert NOTEBOOKS[0].name.startswith("00_") and codes
+    for code in codes:
+        exec(compile(code, "preface solution", "exec"), {})
+    assert "('bm25', 2), ('term', 1)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_prose_quotes_no_hand_typed_numbers(path):
     for source in _markdown(path):
-        prose = re.sub(r"`[^`]*`", "", source)  # inline code and glue roles are fine
+        prose = re.sub(r"^```.*?^```$", "", source, flags=re.M | re.S)  # solutions' code blocks are code
+        prose = re.sub(r"`[^`]*`", "", prose)  # inline code and glue roles are fine
         found = HAND_NUMBER.findall(prose)
         assert not HAND_NUMBER.search(prose), f"{path.name}: hand-typed number in prose: {found} in {source[:80]!r}"
 
@@ -224,12 +255,16 @@ def test_glossary_is_in_the_toc_and_every_term_is_linked():
 
 @pytest.fixture(scope="module")
 def tiny_run_files(tmp_path_factory) -> list[Path]:
-    """Every chapter run twice on the tiny preset, each with an empty cache, side by side (one thread each)."""
+    """Every chapter run twice on the tiny preset, each with an empty cache, side by side (one thread each).
+
+    The second run also runs every exercise's solution after its chapter; its log lies next to its figures.
+    """
     tmp = tmp_path_factory.mktemp("tiny-runs")
     outs = [tmp / f"run{i}.json" for i in range(2)]
-    procs = [chapters.start_run(CHAPTERS, out, tmp / f"cache{i}") for i, out in enumerate(outs)]
+    procs = [chapters.start_run(CHAPTERS, out, tmp / f"cache{i}", solutions=i == 1) for i, out in enumerate(outs)]
     logs = [p.communicate()[0] for p in procs]
-    for p, log in zip(procs, logs, strict=True):
+    for p, log, out in zip(procs, logs, outs, strict=True):
+        out.with_suffix(".log").write_text(log)
         assert p.returncode == 0, f"a tiny run failed:\n{log[-3000:]}"
     return outs
 
@@ -244,6 +279,16 @@ def tiny_runs(tiny_run_files) -> list[dict]:
 def test_same_seed_gives_identical_results(tiny_runs):
     """Same config, same seed, same thread count: identical recorded figures."""
     assert tiny_runs[0] and tiny_runs[0] == tiny_runs[1], "\n".join(chapters.differences(*tiny_runs))
+
+
+@pytest.mark.book
+def test_every_code_solution_runs_on_tiny(tiny_run_files):
+    """The second tiny run executed each chapter's solution code after it, without an error."""
+    log = tiny_run_files[1].with_suffix(".log").read_text()
+    ran = {m[0]: int(m[1]) for m in re.findall(r"^(\S+\.ipynb): (\d+) solution cells$", log, re.M)}
+    expected = {p.name: sum(len(e.code) for e in chapters.exercises(p)) for p in CHAPTERS}
+    assert ran == expected
+    assert sum(ran.values()) >= len(CHAPTERS), "most chapters have a code solution"
 
 
 @pytest.mark.book

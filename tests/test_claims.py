@@ -694,6 +694,44 @@ def test_a_cut_relative_to_each_querys_best_score_rescues_neither_softmax_nor_pa
         assert relative < r["prune.hinge.removed_at_keep95"], loss
 
 
+
+LOSSES = ("softmax", "pairwise", "hinge")
+
+
+def test_a_threshold_set_on_logged_purchases_keeps_fewer_labels_than_it_targets(r):
+    # "Each model's validation threshold sits above the test window's 95-per-cent threshold ... keeps only"
+    for loss in LOSSES:
+        assert r[f"prune.{loss}.valid_threshold"] > r[f"prune.{loss}.threshold_at_keep95"], loss
+        assert r[f"prune.{loss}.cut.labels_kept"] < 0.95, loss
+
+
+def test_at_the_logged_choice_no_threshold_beats_a_top_n_list_of_the_same_mean_length(r):
+    # "level" for the hinge and the pairwise model, "costs recall" for the softmax
+    for loss in ("hinge", "pairwise"):
+        assert r[f"prune.{loss}.cut.threshold_minus_top_n_ci_low"] < 0 < r[
+            f"prune.{loss}.cut.threshold_minus_top_n_ci_high"], loss
+    assert r["prune.softmax.cut.threshold_minus_top_n_ci_high"] < 0
+    for loss in LOSSES:
+        assert abs(r[f"prune.{loss}.cut.mean_length"] - r[f"prune.{loss}.cut.top_n"]) <= 0.5, loss
+
+
+def test_at_long_lists_every_threshold_beats_its_top_n_and_the_hinges_by_most(r):
+    # "every threshold beats the top N of the same mean length, and the hinge's by most"
+    for loss in LOSSES:
+        assert r[f"prune.{loss}.cut95.threshold_minus_top_n_ci_low"] > 0, loss
+        assert r[f"prune.{loss}.cut95.mean_length"] > r[f"prune.{loss}.cut.mean_length"], loss  # "lower"
+    for loss in ("softmax", "pairwise"):
+        assert r["prune.hinge.cut95.threshold_minus_top_n_ci_low"] > r[
+            f"prune.{loss}.cut95.threshold_minus_top_n_ci_high"], loss
+        assert r["prune.hinge.cut.max_edge_from_10"] > r[f"prune.{loss}.cut.max_edge_from_10"], loss
+
+
+def test_deep_in_the_list_the_hinges_lower_recall_at_100_no_longer_shows(r):
+    # "at the hinge's mean length of the logged choice ... the hinge's lower recall@100 no longer shows"
+    at = {loss: r[f"prune.{loss}.recall_at_hinge_length"] for loss in LOSSES}
+    assert at["hinge"] >= max(at["softmax"], at["pairwise"])
+    assert r["prune.hinge.recall_at_hinge_length"] == r["prune.hinge.cut.top_n_recall"]
+
 # --- chapter 9: ANN retrieval and ANN-based boosting ------------------------------------------------
 
 def test_the_served_model_had_the_best_validation_recall_of_chapter_8(r):
@@ -706,9 +744,11 @@ def test_the_chosen_hnsw_setting_returns_99_percent_of_the_exact_top_100(r):
     assert r["ann.hnsw.recall_vs_exact@100"] >= 0.99
 
 
-def test_hnsw_saves_a_little_time_on_our_small_catalogue(r):
-    # "the saving is small": faster than exact search, but not by an order of magnitude
-    assert r["ann.hnsw.ms_per_query"] < r["ann.exact.ms_per_query"] < 10 * r["ann.hnsw.ms_per_query"]
+def test_hnsw_saves_little_or_nothing_on_our_small_catalogue(r):
+    # "the index saves little or nothing here": exact search is not even three times as slow (at this
+    # size the two are close enough that which is faster depends on the run)
+    ratio = r["ann.exact_over_hnsw_time_ratio"]
+    assert ratio == pytest.approx(r["ann.exact.ms_per_query"] / r["ann.hnsw.ms_per_query"]) and ratio < 3
 
 
 def test_re_ranking_buys_back_what_4_bit_codes_lose(r):

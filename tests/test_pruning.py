@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from retrieval_lib.serving.base import PAD, SearchResult
-from retrieval_lib.serving.pruning import prune, pruning_curve, pruning_effect, threshold_for_retention
+from retrieval_lib.serving.pruning import (
+    prune,
+    pruning_curve,
+    pruning_effect,
+    threshold_against_top_n,
+    threshold_for_retention,
+)
 
 NEG = -np.inf
 
@@ -107,3 +113,31 @@ def test_the_curve_agrees_with_pruning_effect_at_every_point():
         assert removed == pytest.approx(row["removed"])
         if hits[mask].any():
             assert kept == pytest.approx(row["labels_kept"])
+
+
+def test_threshold_against_top_n_by_hand():
+    scores = np.array([[0.9, 0.5, 0.1], [0.8, 0.7, 0.6], [0.3, 0.2, -np.inf]])
+    hits = np.array([[False, True, False], [False, False, True], [False, False, False]])
+    table = threshold_against_top_n(scores, hits, [0.55, 0.5, 0.0, 2.0])
+    assert table["mean_length"].tolist() == pytest.approx([4 / 3, 5 / 3, 8 / 3, 0.0])
+    assert table["recall"].tolist() == pytest.approx([1 / 3, 2 / 3, 2 / 3, 0.0])
+    assert table["top_n"].tolist() == [1, 2, 3, 1]  # never a list of length 0
+    assert table["top_n_recall"].tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 0.0])
+
+
+def test_threshold_against_top_n_matches_pruning_at_equal_length():
+    # with the same length N in every row, the threshold just below each row's N-th score is a top-N cut
+    rng = np.random.default_rng(0)
+    scores = -np.sort(-rng.random((50, 20)), axis=1)
+    hits = np.zeros_like(scores, dtype=bool)
+    hits[np.arange(50), rng.integers(0, 20, 50)] = True
+    cut = threshold_against_top_n(scores, hits, [-1.0])
+    assert cut.loc[0, "mean_length"] == 20 and cut.loc[0, "recall"] == cut.loc[0, "top_n_recall"] == 1.0
+
+
+def test_threshold_against_top_n_rejects_bad_input():
+    scores = np.array([[0.9, 0.5]])
+    with pytest.raises(ValueError, match="more than one label"):
+        threshold_against_top_n(scores, np.array([[True, True]]), [0.5])
+    with pytest.raises(ValueError, match="NaN"):
+        threshold_against_top_n(scores, np.array([[True, False]]), [float("nan")])

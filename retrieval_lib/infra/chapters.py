@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval_lib.infra import results
@@ -29,6 +30,12 @@ REGENERATE = ".venv/bin/python benchmarks/tiny_reference.py"
 # A glue role in markdown, with or without a format or a notebook path; the group is the key. Private,
 # so that the API page does not print the pattern (the browser check would read it as unresolved glue).
 _GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:[^`:]*::)?([^`:]+)")
+
+# An exercise's collapsed parts (MyST colon fences, which JupyterLab shows as plain text) and the Python
+# blocks of a worked solution.
+_EXERCISE = re.compile(r"^(\d+)\. ", re.M)
+_DROPDOWN = re.compile(r"^:::\{dropdown\} (Hint|Solution)\n(.*?)^:::$", re.M | re.S)
+_PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.M | re.S)
 
 #: One thread per run: two runs go side by side on two cores, and the thread count is part of the numerics.
 SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -43,14 +50,83 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from retrieval_lib.infra.chapters import with_solutions
+
 logs = Path(os.environ["RETRIEVAL_LIB_GLUE_LOGS"])
 logs.mkdir(parents=True, exist_ok=True)
+solutions = os.environ.get("RETRIEVAL_LIB_SOLUTIONS") == "1"
 for name in sys.argv[1:]:
     path = Path(name)
     os.environ["GLUE_LOG_ENV"] = str(logs / f"{path.stem}.tsv")
-    NotebookClient(nbformat.read(path, as_version=4), timeout=600, kernel_name="python3",
+    nb = nbformat.read(path, as_version=4)
+    if solutions:
+        nb, added = with_solutions(nb)
+        print(f"{path.name}: {added} solution cells", flush=True)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
 """.replace("GLUE_LOG_ENV", results.GLUE_LOG_ENV)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One numbered exercise of a chapter, with its collapsed hint and worked solution (empty when missing)."""
+
+    number: int
+    text: str
+    hint: str
+    solution: str
+
+    @property
+    def code(self) -> list[str]:
+        """The solution's Python blocks, in order: the code a reader runs after the chapter."""
+        return [block.rstrip() + "\n" for block in _PYTHON_BLOCK.findall(self.solution)]
+
+
+def exercises(nb) -> list[Exercise]:
+    """The numbered exercises under ``## Exercises`` in a notebook (a path or an ``nbformat`` node).
+
+    Each exercise is a numbered item followed by ``:::{dropdown} Hint`` and ``:::{dropdown} Solution``
+    blocks (collapsed in the HTML book, plain text in JupyterLab); Python blocks in the solution are
+    run after the chapter by :func:`with_solutions`.
+    """
+    import nbformat
+
+    if not hasattr(nb, "cells"):
+        nb = nbformat.read(nb, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    if "## Exercises" not in text:
+        return []
+    section = text.split("## Exercises", 1)[1].split("\n## ", 1)[0]
+    starts = list(_EXERCISE.finditer(section))
+    found = []
+    for i, start in enumerate(starts):
+        body = section[start.end():starts[i + 1].start() if i + 1 < len(starts) else len(section)]
+        parts = {kind: content.strip() for kind, content in _DROPDOWN.findall(body)}
+        first = _DROPDOWN.search(body)
+        found.append(Exercise(int(start.group(1)), body[:first.start() if first else len(body)].strip(),
+                              parts.get("Hint", ""), parts.get("Solution", "")))
+    return found
+
+
+def with_solutions(nb):
+    """A copy of ``nb`` with every exercise's solution code appended as code cells tagged ``solution``.
+
+    The code runs in the chapter's kernel after its last cell, as a reader runs it; returns the copy and
+    the number of cells added.
+    """
+    import copy
+
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    added = 0
+    for exercise in exercises(nb):
+        for code in exercise.code:
+            cell = nbformat.v4.new_code_cell(code)
+            cell.metadata["tags"] = ["solution"]
+            nb.cells.append(cell)
+            added += 1
+    return nb, added
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
@@ -58,14 +134,16 @@ def chapters(root: Path = ROOT) -> list[Path]:
     return [p for p in sorted((root / "notebooks").glob("*.ipynb")) if not p.name.startswith("00_")]
 
 
-def start_run(paths: Sequence[Path], results_file: Path, cache: Path, preset: str = "tiny") -> subprocess.Popen:
+def start_run(paths: Sequence[Path], results_file: Path, cache: Path, preset: str = "tiny",
+              solutions: bool = False) -> subprocess.Popen:
     """Execute ``paths`` in order on ``preset`` with the artifact cache at ``cache``, one thread, in a new process.
 
-    The figures land in ``results_file``; the process's output (stdout and stderr) is piped as text.
+    The figures land in ``results_file``; the process's output (stdout and stderr) is piped as text. With
+    ``solutions``, each chapter's exercise solutions run after its last cell (:func:`with_solutions`).
     """
     env = {**os.environ, **SINGLE_THREAD, "RETRIEVAL_LIB_PRESET": preset, "RETRIEVAL_LIB_RESULTS": str(results_file),
            "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1",
-           "RETRIEVAL_LIB_GLUE_LOGS": str(glue_logs(results_file))}
+           "RETRIEVAL_LIB_GLUE_LOGS": str(glue_logs(results_file)), "RETRIEVAL_LIB_SOLUTIONS": str(int(solutions))}
     return subprocess.Popen([sys.executable, "-c", _RUN, *map(str, paths)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

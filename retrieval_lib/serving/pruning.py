@@ -112,3 +112,34 @@ def pruning_curve(scores: np.ndarray, hits: np.ndarray, segments: Sequence[str] 
                   "removed": float(r)} for k, t, lk, r in zip(keeps, thresholds, kept, removed, strict=True)]
     # rows run group by group; a stable sort on keep lists every group for each keep, in group order
     return pd.DataFrame(rows).sort_values("keep", kind="stable").reset_index(drop=True)
+
+
+def threshold_against_top_n(scores: np.ndarray, hits: np.ndarray, thresholds: Sequence[float]) -> pd.DataFrame:
+    """What a global threshold buys against a fixed top-N cut of the same mean list length.
+
+    A threshold gives each query a list of its own length; a top-N cut gives every query ``N``. With
+    the ranker's cost proportional to the candidates it scores, the fair comparison is at equal mean
+    length. For each threshold the table gives the mean list length, the *absolute* recall (share of
+    rows, i.e. of all labels, whose label is kept, labels outside the candidates counted as missed)
+    and the recall of the top-``N`` cut with ``N`` the mean length rounded (at least 1): the first ``N``
+    candidates of each row, in the ranking's order (re-computed scores may differ from the index's in
+    the last bits, so a row need not be exactly sorted). Columns: ``threshold``, ``mean_length``,
+    ``recall``, ``top_n``, ``top_n_recall``.
+    """
+    scores, hits = _check(scores, hits)
+    if hits.sum(axis=1).max(initial=0) > 1:
+        raise ValueError("a row holds more than one label; absolute recall here counts one label per row")
+    real = np.isfinite(scores)
+    if len(scores) == 0:
+        raise ValueError("there are no rows to cut")
+    rows = []
+    for t in thresholds:
+        if math.isnan(t):
+            raise ValueError("a pruning threshold is NaN")
+        kept = real & (scores >= t)
+        mean_length = float(kept.sum(axis=1).mean())
+        n = min(max(1, round(mean_length)), scores.shape[1])
+        recall = float((kept & hits).any(axis=1).mean())
+        rows.append({"threshold": float(t), "mean_length": mean_length, "recall": recall, "top_n": n,
+                     "top_n_recall": float(hits[:, :n].any(axis=1).mean())})
+    return pd.DataFrame(rows)
