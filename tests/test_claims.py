@@ -744,11 +744,12 @@ def test_the_chosen_hnsw_setting_returns_99_percent_of_the_exact_top_100(r):
     assert r["ann.hnsw.recall_vs_exact@100"] >= 0.99
 
 
-def test_hnsw_saves_little_or_nothing_on_our_small_catalogue(r):
-    # "the index saves little or nothing here": exact search is not even three times as slow (at this
-    # size the two are close enough that which is faster depends on the run)
-    ratio = r["ann.exact_over_hnsw_time_ratio"]
+def test_hnsw_saves_a_small_time_on_our_small_catalogue(r):
+    # "a saving of ... ms per request, small": under half a millisecond, and exact search not even three
+    # times as slow (at this size the two are close enough that the ratio moves from run to run)
+    ratio, saved = r["ann.exact_over_hnsw_time_ratio"], r["ann.hnsw.saved_ms"]
     assert ratio == pytest.approx(r["ann.exact.ms_per_query"] / r["ann.hnsw.ms_per_query"]) and ratio < 3
+    assert saved == pytest.approx(r["ann.exact.ms_per_query"] - r["ann.hnsw.ms_per_query"]) and saved < 0.5
 
 
 def test_re_ranking_buys_back_what_4_bit_codes_lose(r):
