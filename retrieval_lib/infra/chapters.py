@@ -19,8 +19,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrieval_lib.infra import results
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The committed figures of a tiny run (deterministic keys only) and the command that regenerates them.
@@ -82,7 +86,7 @@ class Exercise:
         return [block.rstrip() + "\n" for block in _PYTHON_BLOCK.findall(self.solution)]
 
 
-def exercises(nb) -> list[Exercise]:
+def exercises(nb: Path | NotebookNode) -> list[Exercise]:
     """The numbered exercises under ``## Exercises`` in a notebook (a path or an ``nbformat`` node).
 
     Each exercise is a numbered item followed by ``:::{dropdown} Hint`` and ``:::{dropdown} Solution``
@@ -108,7 +112,7 @@ def exercises(nb) -> list[Exercise]:
     return found
 
 
-def with_solutions(nb):
+def with_solutions(nb: NotebookNode) -> tuple[NotebookNode, int]:
     """A copy of ``nb`` with every exercise's solution code appended as code cells tagged ``solution``.
 
     The code runs in the chapter's kernel after its last cell, as a reader runs it; returns the copy and
