@@ -726,11 +726,11 @@ def test_at_long_lists_every_threshold_beats_its_top_n_and_the_hinges_by_most(r)
         assert r["prune.hinge.cut.max_edge_from_10"] > r[f"prune.{loss}.cut.max_edge_from_10"], loss
 
 
-def test_deep_in_the_list_the_hinges_lower_recall_at_100_no_longer_shows(r):
-    # "at the hinge's mean length of the logged choice ... the hinge's lower recall@100 no longer shows"
-    at = {loss: r[f"prune.{loss}.recall_at_hinge_length"] for loss in LOSSES}
-    assert at["hinge"] >= max(at["softmax"], at["pairwise"])
+def test_the_recall_at_the_hinges_length_is_each_models_top_n_there(r):
+    # the figures the chapter leaves open (one model per loss): the hinge's is its own top-N recall
     assert r["prune.hinge.recall_at_hinge_length"] == r["prune.hinge.cut.top_n_recall"]
+    for loss in LOSSES:
+        assert 0 < r[f"prune.{loss}.recall_at_hinge_length"] <= 1, loss
 
 # --- chapter 9: ANN retrieval and ANN-based boosting ------------------------------------------------
 

@@ -5,6 +5,7 @@ import pytest
 
 from retrieval_lib.serving.base import PAD, SearchResult
 from retrieval_lib.serving.pruning import (
+    labels_kept_by_cuts,
     prune,
     pruning_curve,
     pruning_effect,
@@ -141,3 +142,12 @@ def test_threshold_against_top_n_rejects_bad_input():
         threshold_against_top_n(scores, np.array([[True, True]]), [0.5])
     with pytest.raises(ValueError, match="NaN"):
         threshold_against_top_n(scores, np.array([[True, False]]), [float("nan")])
+
+
+def test_labels_kept_by_cuts_by_hand():
+    scores = np.array([[0.9, 0.5, 0.1], [0.8, 0.7, 0.6], [0.3, 0.2, -np.inf]])
+    hits = np.array([[False, True, False], [False, False, True], [False, False, False]])
+    by_threshold, by_top_n, n = labels_kept_by_cuts(scores, hits, 0.5)  # lengths 2, 3, 0: N = 2
+    assert n == 2 and by_threshold.tolist() == [1.0, 1.0, 0.0] and by_top_n.tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="NaN"):
+        labels_kept_by_cuts(scores, hits, float("nan"))

@@ -114,32 +114,52 @@ def pruning_curve(scores: np.ndarray, hits: np.ndarray, segments: Sequence[str] 
     return pd.DataFrame(rows).sort_values("keep", kind="stable").reset_index(drop=True)
 
 
+def labels_kept_by_cuts(scores: np.ndarray, hits: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per row, whether a global ``threshold`` and a top-``N`` cut of the same mean length keep its label.
+
+    ``N`` is the threshold's mean list length rounded (at least 1, at most the candidates); the top
+    ``N`` are the first ``N`` candidates of each row, in the ranking's order (re-computed scores may
+    differ from the index's in the last bits, so a row need not be exactly sorted). Returns
+    ``(kept by the threshold, kept by the top N, N)``, two float arrays of 0/1 for a paired bootstrap.
+    Rows hold at most one label: a row's value is whether that label is kept, a label outside the
+    candidates counting as missed.
+    """
+    return _cuts(*_check_one_label(scores, hits), threshold)[:3]
+
+
+def _check_one_label(scores: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores, hits = _check(scores, hits)
+    if len(scores) == 0:
+        raise ValueError("there are no rows to cut")
+    if hits.sum(axis=1).max() > 1:
+        raise ValueError("a row holds more than one label; absolute recall here counts one label per row")
+    return scores, hits
+
+
+def _cuts(scores: np.ndarray, hits: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """:func:`labels_kept_by_cuts` on checked input, with the threshold's mean list length last."""
+    if math.isnan(threshold):
+        raise ValueError("a pruning threshold is NaN")
+    kept = np.isfinite(scores) & (scores >= threshold)
+    mean_length = float(kept.sum(axis=1).mean())
+    n = min(max(1, round(mean_length)), scores.shape[1])
+    return (kept & hits).any(axis=1).astype(float), hits[:, :n].any(axis=1).astype(float), n, mean_length
+
+
 def threshold_against_top_n(scores: np.ndarray, hits: np.ndarray, thresholds: Sequence[float]) -> pd.DataFrame:
     """What a global threshold buys against a fixed top-N cut of the same mean list length.
 
     A threshold gives each query a list of its own length; a top-N cut gives every query ``N``. With
     the ranker's cost proportional to the candidates it scores, the fair comparison is at equal mean
     length. For each threshold the table gives the mean list length, the *absolute* recall (share of
-    rows, i.e. of all labels, whose label is kept, labels outside the candidates counted as missed)
-    and the recall of the top-``N`` cut with ``N`` the mean length rounded (at least 1): the first ``N``
-    candidates of each row, in the ranking's order (re-computed scores may differ from the index's in
-    the last bits, so a row need not be exactly sorted). Columns: ``threshold``, ``mean_length``,
-    ``recall``, ``top_n``, ``top_n_recall``.
+    rows, i.e. of all labels, whose label is kept) and the recall of the top-``N`` cut of
+    :func:`labels_kept_by_cuts`. Columns: ``threshold``, ``mean_length``, ``recall``, ``top_n``,
+    ``top_n_recall``.
     """
-    scores, hits = _check(scores, hits)
-    if hits.sum(axis=1).max(initial=0) > 1:
-        raise ValueError("a row holds more than one label; absolute recall here counts one label per row")
-    real = np.isfinite(scores)
-    if len(scores) == 0:
-        raise ValueError("there are no rows to cut")
+    scores, hits = _check_one_label(scores, hits)
     rows = []
     for t in thresholds:
-        if math.isnan(t):
-            raise ValueError("a pruning threshold is NaN")
-        kept = real & (scores >= t)
-        mean_length = float(kept.sum(axis=1).mean())
-        n = min(max(1, round(mean_length)), scores.shape[1])
-        recall = float((kept & hits).any(axis=1).mean())
-        rows.append({"threshold": float(t), "mean_length": mean_length, "recall": recall, "top_n": n,
-                     "top_n_recall": float(hits[:, :n].any(axis=1).mean())})
+        by_threshold, by_top_n, n, mean_length = _cuts(scores, hits, t)
+        rows.append({"threshold": float(t), "mean_length": mean_length, "recall": float(by_threshold.mean()),
+                     "top_n": n, "top_n_recall": float(by_top_n.mean())})
     return pd.DataFrame(rows)
