@@ -141,6 +141,20 @@ def test_the_prefaces_solution_code_runs_on_a_results_file(tmp_path, monkeypatch
     assert "('bm25', 2), ('term', 1)" in capsys.readouterr().out
 
 
+def test_serving_and_bad_requests_are_taught_once_in_chapter_10():
+    """Issue 27: chapter 6, the longest, no longer repeats the serving part of chapters 9 and 10."""
+    def code(path: Path) -> str:
+        return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+
+    sources = {path.name[:2]: code(path) for path in CHAPTERS}
+    unknown_user = re.compile(r"10\s*\*\*\s*9")  # the id the book's bad requests use
+    assert [n for n, src in sources.items() if unknown_user.search(src)] == ["10"]
+    thin = re.compile(r"[\"']query[\"']:\s*[\"'][\"']|\(\s*[\"'][\"'],\s*user\s*\)")  # empty query, known buyer
+    assert [n for n, src in sources.items() if thin.search(src)] == ["10"]
+    six = "\n".join(_markdown(ROOT / "notebooks" / "06_unified_model.ipynb"))
+    assert "## Serving" not in six and "chapters 9 and 10" in six
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_prose_quotes_no_hand_typed_numbers(path):
     for source in _markdown(path):
