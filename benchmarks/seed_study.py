@@ -8,6 +8,8 @@ for its multi-bootstrap interval, instead of retraining every arm at every seed 
     .venv/bin/python benchmarks/seed_study.py --study negatives [--preset book] [--seeds 0 1 2 3 4] [--resume]
 
 Studies (``STUDIES``): ``pretraining`` (chapter 5: scratch and pre-trained transformer two-towers),
+``pretrained_encoder`` (chapter 5: an off-the-shelf sentence encoder zero-shot and as the unified
+model's frozen product block, beside the doc2query transformer and the unified model),
 ``ablations`` (chapter 6: the full model and its location, term and transformer ablations),
 ``negatives`` (chapter 7: the four negative recipes), ``losses`` (chapter 8: softmax, pairwise and
 hinge on chapter 7's uniform recipe), ``boosting`` (chapter 9: no boost, the multiplicative boost,
@@ -21,14 +23,17 @@ model) train once.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from common import resumed, seed_study_parser, unified_features
 
+from retrieval_lib.encoders.pretrained import PretrainedRetriever, with_pretrained_block
 from retrieval_lib.evaluation.offline import EvaluationResult, EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
+from retrieval_lib.evaluation.semantic_gap import gap_slices
 from retrieval_lib.models.transformer_tower import TransformerRetriever, transformer_two_tower
 from retrieval_lib.models.unified import UnifiedConfig, UnifiedRetriever, unified_model
 from retrieval_lib.serving.boosting import (
@@ -70,6 +75,8 @@ class Study:
     modules: tuple[str, ...]
     run: Callable[[Context, int], tuple[Runs, dict[str, object]]]
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    #: Facts about the study's sessions that a chapter needs and cannot compute on another preset.
+    describe: Callable[[Context], dict[str, object]] | None = None
 
 
 class Context:
@@ -95,18 +102,42 @@ class Context:
         """Per-session metrics of ``retriever`` on the test window."""
         return evaluate(retriever, self.eval_set)
 
+    def transformer(self, seed: int, pretrained: bool = True) -> TransformerRetriever:
+        """Chapter 5's transformer two-tower at ``seed``, from the doc2query encoder or from random weights."""
+        observed, fingerprint = self.world.observed, self.fingerprint
+        tokenizer = listing_tokenizer(observed, fingerprint, vocab_size=ENCODER_CONFIG.vocab_size)
+        init = doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG)[0] \
+            if pretrained else None
+        model, _ = transformer_two_tower(observed, fingerprint, tokenizer, ENCODER_CONFIG,
+                                         replace(PRETRAINING_TRAIN, seed=seed), pretrained=init, progress=False)
+        return TransformerRetriever(model, tokenizer, observed.listings)
+
+    @functools.cached_property
+    def zero_shot(self) -> tuple[PretrainedRetriever, EvaluationResult]:
+        """The off-the-shelf sentence encoder and its evaluation (no training: the same at every seed)."""
+        retriever = PretrainedRetriever.fit(self.world.observed, self.fingerprint, progress=False)
+        return retriever, self.evaluate(retriever)
+
 
 def pretraining(ctx: Context, seed: int) -> tuple[Runs, dict[str, object]]:
     """Chapter 5: the transformer two-tower from random weights and from the doc2query encoder."""
-    observed, fingerprint = ctx.world.observed, ctx.fingerprint
-    tokenizer = listing_tokenizer(observed, fingerprint, vocab_size=ENCODER_CONFIG.vocab_size)
-    doc2query, _ = doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG)
-    runs = {}
-    for name, init in (("scratch", None), ("pretrained", doc2query)):
-        model, _ = transformer_two_tower(observed, fingerprint, tokenizer, ENCODER_CONFIG,
-                                         replace(PRETRAINING_TRAIN, seed=seed), pretrained=init, progress=False)
-        runs[name] = ctx.evaluate(TransformerRetriever(model, tokenizer, observed.listings))
-    return runs, {}
+    return {name: ctx.evaluate(ctx.transformer(seed, pretrained=name == "pretrained"))
+            for name in ("scratch", "pretrained")}, {}
+
+
+def pretrained_encoder(ctx: Context, seed: int) -> tuple[Runs, dict[str, object]]:
+    """Chapter 5: the off-the-shelf encoder zero-shot, and as the unified model's frozen product block.
+
+    Arms: ``minilm`` (zero-shot, seed-free), ``transformer`` (chapter 5's doc2query-pre-trained
+    two-tower), ``full`` (chapter 6's unified model) and ``minilm_block`` (the unified model with the
+    off-the-shelf vectors in place of the doc2query encoder's frozen product block).
+    """
+    zero_shot, zero_shot_run = ctx.zero_shot
+    block = with_pretrained_block(ctx.features, zero_shot.listing_vectors.numpy())
+    model, _ = unified_model(block, ctx.fingerprint, UnifiedConfig(), replace(UNIFIED_TRAIN_CONFIG, seed=seed),
+                             progress=False)
+    return {"minilm": zero_shot_run, "transformer": ctx.evaluate(ctx.transformer(seed)),
+            "full": ctx.evaluate(ctx.unified(seed)), "minilm_block": ctx.evaluate(UnifiedRetriever(model, block))}, {}
 
 
 def ablations(ctx: Context, seed: int) -> tuple[Runs, dict[str, object]]:
@@ -143,11 +174,21 @@ def boosting(ctx: Context, seed: int) -> tuple[Runs, dict[str, object]]:
     return runs, {"w": [float(x) for x in tuning.w], "valid_recall": float(tuning.best_value)}
 
 
+def no_shared_word_sessions(ctx: Context) -> dict[str, object]:
+    """Chapter 5's semantic-gap slice: the test sessions whose query shares no word with the wanted listing."""
+    gap = gap_slices(ctx.eval_set)["no shared word"]
+    return {"no_shared_word": [int(s) for s in ctx.eval_set.sessions["session_id"].to_numpy()[gap]]}
+
+
 STUDIES: dict[str, Study] = {
     "pretraining": Study(("scratch", "pretrained"), ("retrieval_lib.models.transformer_tower",
                                                      "retrieval_lib.evaluation.offline",
                                                      "retrieval_lib.training.pretraining",
                                                      "retrieval_lib.marketplace"), pretraining),
+    "pretrained_encoder": Study(("minilm", "transformer", "full", "minilm_block"),
+                                (*UNIFIED_MODULES, "retrieval_lib.encoders.pretrained",
+                                 "retrieval_lib.models.transformer_tower", "retrieval_lib.evaluation.semantic_gap"),
+                                pretrained_encoder, describe=no_shared_word_sessions),
     "ablations": Study(("full", *(f"no_{c}" for c in ABLATED)), UNIFIED_MODULES, ablations),
     "negatives": Study(("inbatch", "uniform", "hard_from_start", "curriculum"), UNIFIED_MODULES, negatives),
     "losses": Study(("softmax", "pairwise", "hinge"), (*UNIFIED_MODULES, "retrieval_lib.training.losses"), losses),
@@ -189,7 +230,8 @@ def main() -> None:
     written = SeedStudy.collect(args.study, command, args.preset, study.modules,
                                 {arm: {s: results[arm][s] for s in done_seeds} for arm in study.arms},
                                 extra={"per_seed": {str(s): extra[str(s)] for s in done_seeds if str(s) in extra},
-                                       "seconds": seconds + round(time.perf_counter() - start)})
+                                       "seconds": seconds + round(time.perf_counter() - start),
+                                       **(study.describe(ctx) if study.describe else {})})
     written.save(out)
     print(written.table("all").round(4))
     print(f"wrote {out} ({time.perf_counter() - start:.0f} s)")

@@ -77,6 +77,13 @@ REQUIRED = [
                                "personalization", "negatives", "curriculum", "hinge", "boosting", "abtest")),
     "system.build_seconds",
     "build.pinned",
+    # issue 28: the off-the-shelf encoder, zero-shot and as a frozen block
+    *(f"pretrained_encoder.recall@100.{s}" for s in ("all", "head", "torso", "tail", "no_shared_word", "shared_word")),
+    "pretrained_encoder.encode_seconds", "pretrained_encoder.model_mb",
+    *(f"unified_with_pretrained.recall@100.{s}" for s in ("all", "head", "tail")),
+    *(f"unified_with_pretrained.minus_unified.recall@100.{s}.{b}" for s in ("all", "head", "tail")
+      for b in ("ci_low", "ci_high")),
+    *(f"zero_shot.{m}.recall@100.no_shared_word" for m in ("bm25", "term", "transformer", "minilm", "unified")),
 ]
 #: A decimal number or a percentage typed into prose: it must come from a glued value instead.
 HAND_NUMBER = re.compile(r"(?<![\w.`])\d+(\.\d+)?\s?%|(?<![\w.`§])\d+\.\d+(?![\w.])")

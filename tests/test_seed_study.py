@@ -216,3 +216,69 @@ def test_book_study_reads_book_data_and_says_whether_the_code_changed(tmp_path, 
     assert "CHANGED since it ran: rerun the study" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="run its benchmark script"):
         book_study("missing", tmp_path)
+
+
+KEEP = np.array([True, False, True, True])
+
+
+def test_subset_keeps_the_chosen_sessions_in_order_for_every_arm_and_seed():
+    study = _study()
+    sub = study.subset(KEEP)
+    pd.testing.assert_frame_equal(sub.sessions, study.sessions[KEEP].reset_index(drop=True))
+    assert sub.sessions["session_id"].tolist() == [10, 12, 13]
+    assert sub.arms == study.arms and sub.seeds == study.seeds
+    for arm in study.arms:
+        for seed in study.seeds:
+            np.testing.assert_array_equal(sub.values[arm][seed], study.values[arm][seed][KEEP])
+    assert sub.values["b"][1].tolist() == [1.0, 0.0, 0.25]
+    # the study itself is unchanged, and a plain list of booleans is a mask too
+    assert len(study.sessions) == 4 and study.values["a"][0].tolist() == [1.0, 0.0, 1.0, 1.0]
+    pd.testing.assert_frame_equal(study.subset(KEEP.tolist()).sessions, sub.sessions)
+
+
+def test_a_comparison_on_a_subset_is_the_comparison_of_the_sliced_study():
+    study = _study()
+    sub = study.subset(KEEP)
+    direct = SeedStudy(study.name, study.command, study.preset, study.metric, study.modules, study.digest,
+                       study.sessions[KEEP].reset_index(drop=True),
+                       {arm: {seed: v[KEEP] for seed, v in runs.items()} for arm, runs in study.values.items()},
+                       study.extra)
+    assert sub.compare("a", "b", n_boot=500, seed=3) == direct.compare("a", "b", n_boot=500, seed=3)
+    # per seed, a - b over sessions 10, 12, 13: seed 0 (1 + 0 + 1) / 3, seed 1 (-1 + 1 + 0.25) / 3
+    d = sub.compare("a", "b", n_boot=500)
+    assert d.per_seed == pytest.approx((2 / 3, 0.25 / 3)) and d.n_buyers == 3
+    head = [s.per_seed("a", "b", "head", n_boot=500) for s in (sub, direct)]
+    pd.testing.assert_frame_equal(*head)
+    pd.testing.assert_frame_equal(sub.table(), direct.table())
+
+
+def test_subset_keeps_the_studys_name_digest_and_provenance():
+    study = _study()
+    sub = study.subset(KEEP)
+    assert (sub.name, sub.command, sub.preset, sub.metric, sub.modules, sub.digest, sub.extra) == (
+        study.name, study.command, study.preset, study.metric, study.modules, study.digest, study.extra)
+    assert sub.is_current()
+
+
+def test_a_bad_subset_mask_is_a_clear_error():
+    study = _study()
+    for bad in (np.array([1, 0, 1, 1]), np.array([1.0, 0.0, 1.0, 1.0]), np.array([True, False, True]),
+                np.array([True] * 5), np.array([[True, False, True, True]]), np.array(True)):
+        with pytest.raises(ValueError, match="one boolean per session"):
+            study.subset(bad)
+    with pytest.raises(ValueError, match="keeps no session"):
+        study.subset(np.zeros(4, dtype=bool))
+
+
+def test_the_pretrained_encoder_studys_full_arm_is_chapter_6s_full_model():
+    """Chapter 5 compares MiniLM with the unified model of the pretrained_encoder study; chapter 6's build
+    reproduces unified_seeds' seed-0 row. The two files' full arms must be the same runs, session for session."""
+    from retrieval_lib.evaluation.seed_study import book_study
+
+    encoder, unified = book_study("pretrained_encoder_seeds"), book_study("unified_seeds")
+    assert set(encoder.seeds) <= set(unified.seeds)
+    assert encoder.sessions["session_id"].equals(unified.sessions["session_id"])
+    for seed in encoder.seeds:
+        assert np.array_equal(encoder.values["full"][seed], unified.values["full"][seed]), seed
+    gap = set(encoder.extra["no_shared_word"])
+    assert 0 < len(gap) < len(encoder.sessions) and gap <= set(encoder.sessions["session_id"])

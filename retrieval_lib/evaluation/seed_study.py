@@ -9,7 +9,7 @@ must reproduce its seed-0 row exactly, which the book's tests check.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +130,20 @@ class SeedStudy:
             if not np.array_equal(np.round(per[self.metric].to_numpy(dtype=float), 6), self.values[arm][seed]):
                 return False
         return True
+
+    def subset(self, keep: np.ndarray) -> SeedStudy:
+        """The study on the sessions where ``keep`` (one boolean per session) is true, e.g. a slice of queries.
+
+        Every arm and seed keeps the same sessions, so comparisons stay paired; the digest stays the
+        study's own.
+        """
+        keep = np.asarray(keep)
+        if keep.dtype != bool or keep.shape != (len(self.sessions),):
+            raise ValueError(f"need one boolean per session ({len(self.sessions)}), got {keep.dtype} {keep.shape}")
+        if not keep.any():
+            raise ValueError("the subset keeps no session")
+        values = {arm: {seed: v[keep] for seed, v in runs.items()} for arm, runs in self.values.items()}
+        return replace(self, sessions=self.sessions[keep].reset_index(drop=True), values=values)
 
     def table(self, group: str = "all") -> pd.DataFrame:
         """Seeds x arms: the mean ``metric`` of each run over the sessions of ``group``."""

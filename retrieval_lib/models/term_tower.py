@@ -43,6 +43,10 @@ class TermConfig:
             raise ValueError(f"TermConfig.kinds must be a non-empty subset of {FEATURE_KINDS}")
 
 
+#: Chapter 4's training schedule for the term two-tower (chapter 5 compares against the same model).
+TERM_TRAIN_CONFIG = TrainConfig(epochs=20, batch_size=256, lr=3e-3, patience=3)
+
+
 class TermTwoTower(nn.Module):
     """Query tower and listing tower over one shared :class:`TermEncoder`, each with its own projection.
 
