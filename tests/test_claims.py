@@ -279,22 +279,23 @@ def test_the_off_the_shelf_encoder_is_big_and_its_query_side_too_slow(r):
 
 def test_zero_shot_minilm_leads_bm25_through_the_tail_and_trails_the_trained_models(r):
     z = "zero_shot.{}.recall@100.{}"
-    # "ahead of BM25, behind every model trained on the marketplace's own pairs"
+    # "ahead of BM25 (buyers-only interval above 0) and behind the doc2query transformer and the unified
+    # model" (their intervals over seeds: the next tests); the term model is a reference figure only
     assert r[z.format("bm25", "all")] < r[z.format("minilm", "all")]
-    for model in ("term", "transformer", "unified"):
+    for model in ("transformer", "unified"):
         assert r[z.format("minilm", "all")] < r[z.format(model, "all")], model
     # "Its lead over BM25 is on tail queries (interval over buyers above 0); on head ... cannot tell from 0"
     key = "zero_shot.minilm_minus_bm25.recall@100"
     assert r[f"{key}.tail.ci_low"] > 0
     assert r[f"{key}.head.ci_low"] < 0 < r[f"{key}.head.ci_high"]
-    assert r[f"{key}.all.diff"] > 0
+    assert r[f"{key}.all.diff"] > 0 and r[f"{key}.all.ci_low"] > 0
 
 
 def test_general_english_bridges_only_a_sliver_of_the_semantic_gap(r):
     z = "zero_shot.{}.recall@100.no_shared_word"
     # "There BM25 finds nothing by construction"; "MiniLM finds ...: a sliver"; the trained models far more
     assert r[z.format("bm25")] == 0
-    assert 0 < r[z.format("minilm")] < 0.5 * min(r[z.format(m)] for m in ("term", "transformer", "unified"))
+    assert 0 < r[z.format("minilm")] < 0.5 * min(r[z.format(m)] for m in ("transformer", "unified"))
     assert r["pretrained_encoder.recall@100.no_shared_word"] == r[z.format("minilm")]
     assert 0.05 < r["gap.no_shared_word.share"] < 0.5
 
