@@ -1,8 +1,10 @@
 """The open-loop load test: its schedule, its bookkeeping, and a server whose capacity is known by design."""
 
+import gc
 import json
 import threading
 import time
+import weakref
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from retrieval_lib.service.open_loop import (
     KEEPALIVE_EXPIRY,
     OpenLoopResult,
+    no_collection_pauses,
     open_loop_sweep,
     poisson_schedule,
     saturation,
@@ -131,3 +134,27 @@ def test_the_client_drops_idle_connections_before_the_server_does():
     from retrieval_lib.service.app import create_app
 
     assert uvicorn.Config(create_app).timeout_keep_alive >= 4 * KEEPALIVE_EXPIRY
+
+
+def test_the_client_does_not_stop_to_collect_garbage_during_a_run():
+    # a full collection mid-run (130-160 ms in the book's client) would count as the service's latency
+    class Node:
+        pass
+
+    assert gc.isenabled()
+    try:
+        with no_collection_pauses():
+            assert not gc.isenabled()
+            assert gc.get_freeze_count() > 1000  # what lived before the run is frozen, never scanned
+            node = Node()
+            node.self = node  # a cycle: garbage only a collection frees
+            alive = weakref.ref(node)
+            del node
+            assert alive() is not None  # not collected during the run
+        assert gc.isenabled()
+        assert alive() is None  # collected after the run, outside the measurement
+        with pytest.raises(RuntimeError), no_collection_pauses():
+            raise RuntimeError("a failed run")
+        assert gc.isenabled()  # the collector comes back on after a failure too
+    finally:
+        gc.unfreeze()
