@@ -73,6 +73,8 @@ REQUIRED = [
     "abtest.lift_ci_high", *(f"abtest.lift.{s}" for s in ("head", "torso", "tail")), "abtest.aa_ci_low",
     "abtest.aa_ci_high", "service.single.p99_ms", "service.open_loop.p99_ms", "service.saturation_rps",
     "abtest.aa_coverage", "abtest.aa_runs", "abtest.crn_width_ratio", "abtest.split_width_ratio",
+    "ranker.ndcg@10.valid", "ranker.ndcg@10.logged_order", "abtest.rerank_only.lift", "abtest.rerank_only.ci_low",
+    "abtest.rerank_only.ci_high", "abtest.fused.lift", "abtest.policy.purchase_rate",
     *(f"verdict.{k}" for k in ("pretraining", "term", "transformer", "location", "graph", "history",
                                "personalization", "negatives", "curriculum", "hinge", "boosting", "abtest")),
     "system.build_seconds",

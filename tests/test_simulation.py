@@ -1,20 +1,25 @@
 """The simulated A/B test: page fusion, common random numbers, the lift and its interval."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from retrieval_lib.baselines.bm25 import BM25Retriever
 from retrieval_lib.evaluation.seed_study import BOOK_DATA
 from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.marketplace.policy import fuse_rankings, keyed_uniform, show_pages, simulate_funnel
 from retrieval_lib.serving.base import PAD
+from retrieval_lib.simulation.abtest import _EXPLORE as EXPLORE_STREAM
 from retrieval_lib.simulation.abtest import (
     CALIBRATION_MODULES,
     AACalibration,
     aa_calibration,
     lift_by,
     purchase_lift,
+    ranked_pages,
     sessions_needed,
     simulate_arm,
     split_test,
@@ -228,3 +233,131 @@ def test_sessions_needed_by_hand():
     for rate, lift in ((0.0, 0.1), (1.0, 0.1), (0.1, 0.0)):
         with pytest.raises(ValueError):
             sessions_needed(rate, lift)
+
+
+# --- ranked arms: a ranking stage's lists, exploration slots keyed per (request, slot) ----------------
+
+
+@pytest.fixture(scope="module")
+def bm25_lists(tiny_world):
+    """Any ranked lists for the test requests: BM25's top 30 (some rows padded)."""
+    test = tiny_world.observed.split("test").reset_index(drop=True)
+    return BM25Retriever().fit(tiny_world.observed.listings).retrieve(test, 30)
+
+
+def _split_latent(world, split="test"):
+    """The split's session ids and the latent truth restricted to them, as ``simulate_arm`` restricts it."""
+    rows = world.observed.split(split)["session_id"].to_numpy()
+    latent = world.latent
+    return rows, dataclasses.replace(latent, intents={k: v[rows] for k, v in latent.intents.items()},
+                                     labels=latent.labels[rows])
+
+
+def _cut(world, latent, ranked):
+    """The first page_size listings of each ranked list that exist at the request (PAD padded)."""
+    size = world.config.page_size
+    out = np.full((len(ranked), size), PAD)
+    for i, row in enumerate(ranked):
+        real = row[(row >= 0) & (world.latent.listings["created_day"][row.clip(0)] <= latent.intents["day"][i])]
+        out[i, : min(size, real.size)] = real[:size]
+    return out
+
+
+def _no_repeats(pages):
+    return all(np.unique(p[p >= 0]).size == (p >= 0).sum() for p in pages)
+
+
+def test_ranked_arms_keep_common_random_numbers_request_by_request(tiny_world, bm25_lists):
+    """Changing some requests' lists leaves every other request's page, clicks and purchase as they were."""
+    base = simulate_arm(tiny_world, ranked=bm25_lists, seed=0)
+    pd.testing.assert_frame_equal(base, simulate_arm(tiny_world, ranked=bm25_lists, seed=0))
+    assert list(base.columns) == ["session_id", "user_id", "segment", "history", "clicks", "purchase"]
+    assert base["purchase"].sum() > 0 and base["clicks"].sum() > 0
+    rows, latent = _split_latent(tiny_world)
+    pages = ranked_pages(tiny_world.config, latent, bm25_lists, rows, 0)
+    n = len(rows)
+    # one request's list reversed
+    i = int(np.flatnonzero((bm25_lists >= 0).sum(axis=1) == bm25_lists.shape[1])[0])
+    one = bm25_lists.copy()
+    one[i] = one[i][::-1]
+    one_pages = ranked_pages(tiny_world.config, latent, one, rows, 0)
+    others = np.arange(n) != i
+    np.testing.assert_array_equal(one_pages[others], pages[others])
+    assert not np.array_equal(one_pages[i], pages[i])
+    one_arm = simulate_arm(tiny_world, ranked=one, seed=0)
+    pd.testing.assert_frame_equal(one_arm[others].reset_index(drop=True), base[others].reset_index(drop=True))
+    # every other request's list reversed: the untouched half is unchanged row for row
+    half = bm25_lists.copy()
+    half[::2] = half[::2, ::-1]
+    half_pages = ranked_pages(tiny_world.config, latent, half, rows, 0)
+    np.testing.assert_array_equal(half_pages[1::2], pages[1::2])
+    assert (half_pages[::2] != pages[::2]).any(axis=1).mean() > 0.5
+    half_arm = simulate_arm(tiny_world, ranked=half, seed=0)
+    pd.testing.assert_frame_equal(half_arm.iloc[1::2], base.iloc[1::2])
+    # another seed: other random numbers
+    assert not np.array_equal(ranked_pages(tiny_world.config, latent, bm25_lists, rows, 1), pages)
+
+
+def test_ranked_pages_explore_the_same_slots_with_the_same_listings(tiny_world, bm25_lists):
+    cfg = tiny_world.config
+    rows, latent = _split_latent(tiny_world)
+    n, size = len(rows), cfg.page_size
+    explore = keyed_uniform(0, EXPLORE_STREAM, np.repeat(rows, size).reshape(n, size),
+                            np.broadcast_to(np.arange(size), (n, size))) < cfg.explore_rate
+    assert abs(explore.mean() - cfg.explore_rate) < 0.02
+    # an empty list explores every slot: its page is each slot's exploration pick (PAD where not yet listed)
+    picks = ranked_pages(cfg, latent, np.full((n, 3), PAD), rows, 0)
+    assert (picks >= 0).mean() > 0.75  # PAD: a pick not listed yet, or a repeat of a pick above it
+    # two different ranked inputs: the lexical lists and random catalogue listings
+    random_lists = np.random.default_rng(0).integers(len(tiny_world.observed.listings), size=(n, 40))
+    pages = []
+    for lists in (bm25_lists, random_lists, bm25_lists[:, :3]):
+        page, cut = ranked_pages(cfg, latent, lists, rows, 0), _cut(tiny_world, latent, lists)
+        deduped = page == PAD  # a slot emptied because its listing is already higher on the page
+        # explored slots (and empty ones) show the same pick whatever the list, where the pick exists
+        picked = (explore | (cut == PAD)) & (picks >= 0)
+        np.testing.assert_array_equal(page[picked & ~deduped], picks[picked & ~deduped])
+        # every other slot shows the list's own listing, in rank order
+        ranked_slot = ~explore & (cut >= 0)
+        np.testing.assert_array_equal(page[ranked_slot & ~deduped], cut[ranked_slot & ~deduped])
+        for r, c in zip(*np.nonzero(deduped & (picked | ranked_slot)), strict=True):
+            shown = picks[r, c] if picked[r, c] else cut[r, c]
+            assert shown in page[r, :c], (r, c)  # emptied only as a repeat of a listing above it
+        assert (deduped & (picked | ranked_slot)).mean() < 0.05
+        assert (explore & (picks >= 0) & ~deduped & (page != cut)).mean() > 0.15  # exploration changes pages
+        assert _no_repeats(page)
+        pages.append(page)
+    # so two arms agree on every explored slot whose pick is listed at the request (unless emptied as a repeat)
+    a, b = pages[0], pages[1]
+    both = explore & (picks >= 0) & (a >= 0) & (b >= 0)
+    assert both.mean() > 0.15
+    np.testing.assert_array_equal(a[both], b[both])
+
+
+def test_ranked_pages_never_repeat_a_listing(tiny_world, bm25_lists):
+    rows, latent = _split_latent(tiny_world)
+    twice = np.concatenate([bm25_lists[:, :8], bm25_lists[:, :8], bm25_lists[:, :8]], axis=1)
+    pages = ranked_pages(tiny_world.config, latent, twice, rows, 0)
+    assert _no_repeats(pages) and (pages >= 0).sum(axis=1).mean() > 8
+    assert _no_repeats(ranked_pages(tiny_world.config, latent, bm25_lists, rows, 0))
+    assert _no_repeats(ranked_pages(tiny_world.config, latent, bm25_lists, rows, 7))
+
+
+def test_ranked_arms_reject_bad_input(tiny_world, bm25_lists):
+    with pytest.raises(ValueError, match="not both"):
+        simulate_arm(tiny_world, bm25_lists, ranked=bm25_lists)
+    with pytest.raises(ValueError, match="ranked must have one row per test request"):
+        simulate_arm(tiny_world, ranked=bm25_lists[:-1])
+    with pytest.raises(ValueError, match="ranked must have one row per test request"):
+        simulate_arm(tiny_world, ranked=bm25_lists[:, 0])
+    rows, latent = _split_latent(tiny_world)
+    with pytest.raises(ValueError, match="one row per request"):
+        ranked_pages(tiny_world.config, latent, bm25_lists[:-1], rows, 0)
+    with pytest.raises(ValueError, match="one row per request"):
+        ranked_pages(tiny_world.config, latent, bm25_lists[:, 0], rows, 0)
+    n_listings = len(tiny_world.observed.listings)
+    for bad in (n_listings, -2):  # past the catalogue; a negative id that is not padding
+        lists = bm25_lists.copy()
+        lists[0, 0] = bad
+        with pytest.raises(ValueError, match="outside the catalogue"):
+            ranked_pages(tiny_world.config, latent, lists, rows, 0)

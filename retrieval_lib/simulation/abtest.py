@@ -1,13 +1,17 @@
 """A simulated A/B test of the whole system on the test window.
 
 Etsy measured the unified model online: the new embedding retrieval was added *beside* the existing
-lexical retrieval, and the A/B tests compared search purchase rate with and without it *[paper]*. Here
-every test-window request is shown twice, once per arm:
+lexical retrieval, a learned ranking stage ordered the candidates of both, and the A/B tests compared
+search purchase rate with and without the new source *[paper]*. Here every test-window request is shown
+once per arm, and an arm's page is one of:
 
-* **control**: the page the logging policy shows (BM25 x quality, exploration slots; see
+* the page the logging policy shows (BM25 x quality, exploration slots; see
   :func:`retrieval_lib.marketplace.policy.show_pages`);
-* **treatment**: the same page composition with the served system's candidates fused into the
-  lexical ranking (reciprocal-rank fusion, then the same exploration slots).
+* the same page composition with another system's candidates fused into the lexical ranking
+  (reciprocal-rank fusion, then the same exploration slots);
+* a ranking stage's order of a candidate set, with exploration slots drawn per (request, slot)
+  (:func:`ranked_pages`): the fair comparison, the same ranker over lexical candidates in one arm and
+  over lexical plus the new source's in the other.
 
 The world's buyers decide clicks, carts and purchases (the latent choice model: this module plays the
 buyers, so it may read latent truth, as evaluation does). Both arms use **common random numbers**: the
@@ -31,34 +35,48 @@ from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.infra.committed import read_json, write_json
 from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.marketplace import Marketplace
-from retrieval_lib.marketplace.policy import show_pages, simulate_funnel
+from retrieval_lib.marketplace.config import MarketplaceConfig
+from retrieval_lib.marketplace.data import LatentTruth
+from retrieval_lib.marketplace.policy import keyed_uniform, show_pages, simulate_funnel
+from retrieval_lib.serving.base import PAD
 
 
 def simulate_arm(world: Marketplace, candidates: np.ndarray | None = None, seed: int = 0,
-                 split: str = "test", buyers: np.ndarray | None = None) -> pd.DataFrame:
+                 split: str = "test", buyers: np.ndarray | None = None, ranked: np.ndarray | None = None
+                 ) -> pd.DataFrame:
     """Show every request of ``split`` its page and let its buyer act; one row per request.
 
-    ``candidates`` (``n_requests x k`` listing ids, best first, ``-1`` padded) are fused into the lexical
-    ranking; ``None`` is the control page. ``seed`` picks the random numbers: arms with the same seed
-    share them. ``buyers`` keeps only their requests (a subsample). Returns ``session_id, user_id,
-    segment, history, clicks, purchase`` (0 or 1).
+    Three kinds of page:
+
+    * ``candidates`` and ``ranked`` both ``None``: the control page, the logging policy's;
+    * ``candidates`` (``n_requests x k`` listing ids, best first, ``-1`` padded): fused into the
+      lexical ranking, the policy's page composition otherwise;
+    * ``ranked`` (``n_requests x k`` listing ids in a ranking stage's order, ``-1`` padded): the page
+      is its first listings, with exploration slots as the policy has them (:func:`ranked_pages`).
+
+    ``seed`` picks the random numbers: arms with the same seed share them. ``buyers`` keeps only their
+    requests (a subsample). Returns ``session_id, user_id, segment, history, clicks, purchase`` (0 or 1).
     """
+    if candidates is not None and ranked is not None:
+        raise ValueError("give candidates to fuse or a ranked list, not both")
     sessions = world.observed.split(split).reset_index(drop=True)
     if buyers is not None:
         sessions = sessions[sessions["user_id"].isin(np.asarray(buyers))].reset_index(drop=True)
     if sessions.empty:
         raise ValueError(f"no sessions in split {split!r}" + (" from these buyers" if buyers is not None else ""))
-    if candidates is not None:
-        candidates = np.asarray(candidates)
-        if candidates.ndim != 2 or candidates.shape[0] != len(sessions):
-            raise ValueError(f"candidates must have one row per {split} request ({len(sessions)}), "
-                             f"got shape {candidates.shape}")
+    for name, ids in (("candidates", candidates), ("ranked", ranked)):
+        if ids is not None and (np.ndim(ids) != 2 or np.shape(ids)[0] != len(sessions)):
+            raise ValueError(f"{name} must have one row per {split} request ({len(sessions)}), "
+                             f"got shape {np.shape(ids)}")
     rows = sessions["session_id"].to_numpy()
     latent = world.latent
     latent = dataclasses.replace(latent, intents={k: v[rows] for k, v in latent.intents.items()},
                                  labels=latent.labels[rows])
-    pages = show_pages(world.config, latent, world.observed.listings, sessions["query"].tolist(),
-                       np.random.default_rng(seed), extra=candidates)
+    if ranked is None:
+        pages = show_pages(world.config, latent, world.observed.listings, sessions["query"].tolist(),
+                           np.random.default_rng(seed), extra=None if candidates is None else np.asarray(candidates))
+    else:
+        pages = ranked_pages(world.config, latent, np.asarray(ranked, dtype=np.int64), rows, seed)
     shown = simulate_funnel(world.config, latent, pages, np.random.default_rng(seed), common=seed)
     n = len(sessions)
     observed = world.observed
@@ -70,6 +88,58 @@ def simulate_arm(world: Marketplace, candidates: np.ndarray | None = None, seed:
         "clicks": np.bincount(shown["session_id"], weights=shown["click"], minlength=n).astype(np.int64),
         "purchase": np.bincount(shown["session_id"], weights=shown["purchase"], minlength=n).astype(np.int64),
     })
+
+
+#: Streams of :func:`keyed_uniform` for the ranked pages' exploration draws (the funnel uses 0 and 1).
+_EXPLORE, _CLASSIFIER, _GUESS, _PICK = 2, 3, 4, 5
+
+
+def ranked_pages(cfg: MarketplaceConfig, latent: LatentTruth, ranked: np.ndarray, session_ids: np.ndarray,
+                 seed: int) -> np.ndarray:
+    """Pages from a ranking stage's lists, with the logging policy's exploration slots, keyed draws only.
+
+    The page is the first ``page_size`` listings of ``ranked`` that exist at the request; each slot is
+    an exploration slot with probability ``explore_rate`` (and every empty slot is one), where a listing
+    of the product type a query classifier predicts (right with probability ``classifier_accuracy``)
+    takes the place, as on the policy's pages. Every draw is :func:`keyed_uniform` of (seed, request,
+    slot), so two arms over the same requests with the same seed explore the same slots with the same
+    listings whatever their lists hold: their pages differ only where their rankings do (common random
+    numbers that hold; the funnel's draws are keyed by the request's row, so compare arms over the same
+    requests).
+    """
+    n = len(session_ids)
+    if ranked.ndim != 2 or ranked.shape[0] != n:
+        raise ValueError(f"ranked must have one row per request ({n}), got shape {ranked.shape}")
+    L, day = latent.listings, latent.intents["day"]
+    if ranked.size and (ranked.max() >= L["type"].size or ranked.min() < PAD):
+        raise ValueError(f"ranked holds ids outside the catalogue (0 to {L['type'].size - 1}, or {PAD} for none)")
+    exists = (ranked >= 0) & (L["created_day"][ranked.clip(0)] <= day[:, None])
+    order = np.argsort(~exists, axis=1, kind="stable")[:, : cfg.page_size]  # existing listings, in rank order
+    pages = np.where(np.take_along_axis(exists, order, axis=1), np.take_along_axis(ranked, order, axis=1), PAD)
+    if pages.shape[1] < cfg.page_size:
+        pages = np.pad(pages, ((0, 0), (0, cfg.page_size - pages.shape[1])), constant_values=PAD)
+    sid = np.repeat(np.asarray(session_ids, dtype=np.int64), cfg.page_size).reshape(pages.shape)
+    slot = np.broadcast_to(np.arange(cfg.page_size), pages.shape)
+    explore = (keyed_uniform(seed, _EXPLORE, sid, slot) < cfg.explore_rate) | (pages == PAD)
+    n_types = int(L["type"].max()) + 1
+    right = keyed_uniform(seed, _CLASSIFIER, session_ids, np.zeros(n)) < cfg.classifier_accuracy
+    guess = (keyed_uniform(seed, _GUESS, session_ids, np.zeros(n)) * n_types).astype(np.int64)
+    predicted = np.where(right, latent.intents["type"], guess)
+    by_type = [np.flatnonzero(L["type"] == t) for t in range(n_types)]
+    rows, cols = np.nonzero(explore)
+    u = keyed_uniform(seed, _PICK, sid[rows, cols], cols)
+    picks = np.empty(rows.size, dtype=np.int64)
+    for t in np.unique(predicted[rows]):
+        sel = predicted[rows] == t
+        picks[sel] = by_type[t][(u[sel] * by_type[t].size).astype(np.int64)]
+    fresh = L["created_day"][picks] <= day[rows]
+    pages[rows[fresh], cols[fresh]] = picks[fresh]
+    for r in np.flatnonzero([np.unique(p[p >= 0]).size < (p >= 0).sum() for p in pages]):
+        _, first = np.unique(pages[r], return_index=True)  # a listing appears at most once per page
+        keep = np.zeros(cfg.page_size, bool)
+        keep[first] = True
+        pages[r] = np.where(keep, pages[r], PAD)
+    return pages
 
 
 @dataclass(frozen=True)
