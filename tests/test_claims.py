@@ -953,8 +953,8 @@ def test_the_open_loop_p99_is_under_50_ms_at_the_chapters_arrival_rate(r):
     assert r["service.open_loop.p99_ms"] < 50
     assert r["service.single.p99_ms"] < 18
     assert r["service.open_loop.p50_ms"] <= r["service.open_loop.p99_ms"]
-    # "half the one-at-a-time throughput"; "now and then a request ... waits": queueing adds to the tail
-    assert r["service.open_loop.rate_rps"] == pytest.approx(0.5 * r["service.single.qps"], rel=1e-9)
+    # "a quarter of the one-at-a-time throughput"; "now and then a request ... waits": queueing adds to the tail
+    assert r["service.open_loop.rate_rps"] == pytest.approx(0.25 * r["service.single.qps"], rel=1e-9)
     assert r["service.open_loop.busy_time_ratio"] < 1
     assert r["service.open_loop.p99_ms"] > r["service.single.p99_ms"]
 
@@ -991,9 +991,12 @@ def test_the_ranker_orders_logged_pages_better_than_the_policy_and_reads_the_uni
     # "reaches an NDCG@10 of ... against ... for the order the logging policy showed them in"
     assert r["ranker.ndcg@10.valid"] > r["ranker.ndcg@10.logged_order"]
     assert 0 <= r["ranker.ndcg@10.logged_order"] and r["ranker.ndcg@10.valid"] <= 1
-    # "The unified model's score carries most of what it learned ..., and BM25 ..."
-    assert r["ranker.importance.cosine_share"] > 0.5
+    assert r["ranker.pages.fit"] > r["ranker.pages.stop"] > 0
+    # "The unified model's score carries the largest share ..., and BM25 ..."; trained where the score is
+    # in-sample, "the same ranker gives it" a larger share (the prose's point: it trusts it more)
     assert r["ranker.importance.cosine_share"] > r["ranker.importance.bm25_share"] > 0
+    assert r["ranker.importance.cosine_rank"] == 1
+    assert r["ranker.train_window.importance.cosine_share"] > r["ranker.importance.cosine_share"]
     assert r["ranker.trees"] >= 1
 
 
@@ -1004,14 +1007,22 @@ def test_adding_the_unified_candidates_lifts_purchases_and_the_aa_test_covers_ze
     assert r["abtest.treatment.purchase_rate"] > r["abtest.control.purchase_rate"]
     assert r["abtest.lift"] == pytest.approx(
         r["abtest.treatment.purchase_rate"] / r["abtest.control.purchase_rate"] - 1, rel=1e-9)
+    # "Of the ranker's top 16 in the treatment, ... are listings that only the new source found"
+    assert 0 < r["abtest.new_candidates_share"] < 1
+
+
+def test_a_ranker_trained_where_the_unified_score_is_in_sample_throws_most_of_the_gain_away(r):
+    # "gains only ... from the same candidates: ... throws away most of what the new source brings"
+    assert r["abtest.train_window_ranker.ci_high"] < r["abtest.lift_ci_low"]
+    assert r["abtest.train_window_ranker.lift"] < 0.5 * r["abtest.lift"]
 
 
 def test_the_pages_order_was_worth_more_than_the_new_candidates(r):
-    # "The page's order is worth more than that here": re-rank only against the lift, intervals apart
+    # "The page's order is worth more than the new candidates here": re-rank only against the lift
     assert r["abtest.rerank_only.ci_low"] > r["abtest.lift_ci_high"]
     assert r["abtest.rerank_only.lift"] == pytest.approx(
         r["abtest.control.purchase_rate"] / r["abtest.policy.purchase_rate"] - 1, rel=1e-9)
-    # "that figure mixed new candidates with a new order, and for a fixed ranker the new candidates are
+    # "that figure mixes new candidates with a new order, and for a fixed ranker the new candidates are
     # worth far less"
     assert r["abtest.fused.ci_low"] > r["abtest.lift_ci_high"]
     assert r["abtest.fused.lift"] == pytest.approx(
@@ -1024,30 +1035,32 @@ def test_the_aa_intervals_are_calibrated_over_many_runs(r):
     assert r["abtest.aa_calibration.current"] == 1 and r["abtest.aa_calibration.reproduced"] == 1
     assert r["abtest.aa_runs"] >= 100
     assert 0.93 <= r["abtest.aa_coverage"] <= 0.97
+    assert r["abtest.aa_coverage_se"] == pytest.approx((0.95 * 0.05 / r["abtest.aa_runs"]) ** 0.5)
 
 
-def test_a_split_test_is_wider_than_the_paired_comparison_and_cannot_tell_the_lift_from_none(r):
-    # "... times as wide as the paired one"; "That interval covers 0"
+def test_a_split_test_is_wider_than_the_paired_comparison_and_still_sees_the_lift(r):
+    # "... times as wide as the paired one"; "A lift this size shows in a split test of our window"
     assert r["abtest.split_width_ratio"] > 1
     assert r["abtest.split.ci_low"] < r["abtest.split.lift"] < r["abtest.split.ci_high"]
-    assert r["abtest.split.ci_low"] < 0 < r["abtest.split.ci_high"]
+    assert r["abtest.split.ci_low"] > 0
 
 
-def test_the_lift_is_on_head_queries_not_established_on_tail_and_negative_on_torso(r):
-    assert r["abtest.lift.head.ci_low"] > 0
-    assert r["abtest.lift.head.ci_low"] > max(r["abtest.lift.tail.ci_high"], r["abtest.lift.torso.ci_high"])
-    assert r["abtest.lift.tail.ci_low"] < 0 < r["abtest.lift.tail.ci_high"]
-    assert r["abtest.lift.torso.ci_high"] < 0
-    # "The ranker does not hold the new candidates back": most of its top 16 in every segment
-    for seg in ("head", "torso", "tail"):
-        assert r[f"abtest.new_candidates_share.{seg}"] > 0.5, seg
-    assert 0.5 < r["abtest.new_candidates_share"] < 1
+def test_the_lift_is_clear_on_head_and_tail_queries_alike_and_not_established_on_torso(r):
+    for seg in ("head", "tail"):
+        assert r[f"abtest.lift.{seg}.ci_low"] > 0, seg
+    # "whose intervals overlap"
+    assert r["abtest.lift.head.ci_low"] < r["abtest.lift.tail.ci_high"]
+    assert r["abtest.lift.tail.ci_low"] < r["abtest.lift.head.ci_high"]
+    assert r["abtest.lift.torso.ci_low"] < 0 < r["abtest.lift.torso.ci_high"]
+    # "The ranker takes the new candidates on every segment ..., on tail queries, where lexical
+    # retrieval misses most" (the tail's share is the largest)
+    for seg in ("head", "torso"):
+        assert 0 < r[f"abtest.new_candidates_share.{seg}"] < r["abtest.new_candidates_share.tail"], seg
 
 
-def test_long_histories_gain_short_ones_cannot_be_told_from_zero_and_no_history_is_too_wide(r):
+def test_long_and_short_histories_both_gain_and_no_history_is_too_wide_to_read(r):
     short, long_ = "abtest.lift.history_short", "abtest.lift.history_long"
-    assert r[f"{long_}.ci_low"] > 0
-    assert r[f"{short}.ci_low"] < 0 < r[f"{short}.ci_high"]
+    assert r[f"{long_}.ci_low"] > 0 and r[f"{short}.ci_low"] > 0
     assert r[f"{short}.ci_low"] < r[f"{long_}.ci_high"] and r[f"{long_}.ci_low"] < r[f"{short}.ci_high"]
     none_width = r["abtest.lift.history_none.ci_high"] - r["abtest.lift.history_none.ci_low"]
     assert none_width > 3 * (r[f"{long_}.ci_high"] - r[f"{long_}.ci_low"])  # "too wide to read"
@@ -1059,18 +1072,18 @@ def test_common_random_numbers_narrow_the_interval_a_little(r):
     assert r["abtest.sessions_changed_clicks_share"] > 0.2  # why: the treatment changes many pages
 
 
-def test_a_real_test_of_lifts_this_size_needs_more_than_the_test_window(r):
-    # "it would need ... times our whole test window"; "Our own lift needs ... times the window"
+def test_a_lift_the_size_of_the_papers_needs_more_than_the_test_window(r):
+    # "it would need ... times our whole test window"; "Our own lift needs ... of the window"
     assert r["abtest.sessions_needed_total_over_test"] > 1
     assert r["abtest.sessions_needed_total_over_test"] == pytest.approx(2 * r["abtest.sessions_needed_over_test"])
-    assert r["abtest.sessions_needed_own_over_test"] > 1
-    assert r["abtest.sessions_needed_own_lift"] > r["abtest.sessions_needed_paper_lift"]  # a smaller lift
+    assert r["abtest.sessions_needed_own_total_over_test"] < 1
+    assert r["abtest.sessions_needed_own_total_over_test"] == pytest.approx(
+        2 * r["abtest.sessions_needed_own_over_test"])
 
 
-def test_the_simulated_lift_is_a_few_per_cent_and_its_interval_includes_the_papers(r):
-    # "our interval includes the paper's figure"; the summary's "by a few per cent"
-    assert r["abtest.lift_ci_low"] < r["paper.purchase_lift"] < r["abtest.lift_ci_high"]
-    assert 0.01 < r["abtest.lift"] < 0.1
+def test_the_simulated_lift_for_the_same_ranker_is_above_the_papers(r):
+    # "an interval above the paper's figure"
+    assert r["abtest.lift_ci_low"] > r["paper.purchase_lift"]
 
 
 # --- chapter 10: the verdict on the paper's claims ------------------------------------------------

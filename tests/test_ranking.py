@@ -90,6 +90,7 @@ def test_merge_candidates_rejects_bad_input():
     {"n_trees": 0}, {"n_trees": -5}, {"n_trees": 2.5}, {"n_trees": True}, {"num_leaves": 0},
     {"min_child_samples": 0}, {"patience": 0}, {"max_sessions": 0}, {"max_sessions": False},
     {"learning_rate": 0}, {"learning_rate": -0.1}, {"learning_rate": 1.5}, {"seed": -1},
+    {"window": "test"}, {"window": "all"}, {"stop_share": 0}, {"stop_share": 1}, {"stop_share": True},
 ])
 def test_ranker_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
@@ -348,3 +349,22 @@ def test_available_drops_listings_created_after_the_request(tiny_world):
     assert (kept == PAD).any()  # the newest listings did not exist for some requests
     with pytest.raises(ValueError, match="one row per session"):
         available(observed, sessions, candidates[:3])
+
+
+def test_the_ranker_learns_from_the_validation_window_and_stops_on_held_out_buyers(ranker, tiny_world):
+    # the unified model fitted the training window, so its score there is in-sample: the ranker, a second
+    # stage, learns from the validation window's pages, its buyers split between fitting and stopping
+    sessions, _, _ = logged_pages(tiny_world.observed, "valid", QUICK.max_sessions, QUICK.seed)
+    assert ranker.n_pages["fit"] + ranker.n_pages["stop"] == len(sessions)
+    share = ranker.n_pages["stop"] / len(sessions)
+    assert 0.1 < share < 0.6  # about stop_share of the buyers, and so of their pages
+    other = Ranker(ranker.features, RankerConfig(**{**vars(QUICK), "window": "train"})).fit(tiny_world.observed)
+    train_pages, _, _ = logged_pages(tiny_world.observed, "train", QUICK.max_sessions, QUICK.seed)
+    assert other.n_pages["fit"] + other.n_pages["stop"] == len(train_pages)
+
+
+def test_predict_reuses_one_feature_pass(ranker, features, test_requests, candidates):
+    x = features.transform(test_requests, candidates)
+    np.testing.assert_array_equal(ranker.predict(x, candidates), ranker.score(test_requests, candidates))
+    with pytest.raises(ValueError, match="do not match"):
+        ranker.predict(x[:, :-1], candidates)

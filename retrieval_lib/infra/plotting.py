@@ -54,7 +54,7 @@ _WHOLE_BOXES = (
     (0.296, 0.60, 0.116, 0.30, "query tower\nwith history\n(ch. 6)", "#fbb4ae"),
     (0.442, 0.60, 0.107, 0.30, "[q; w]\nboost\n(ch. 9)", "#fbb4ae"),
     (0.578, 0.60, 0.126, 0.30, "HNSW search\n+ exact re-rank\n(ch. 9)", "#decbe4"),
-    (0.733, 0.60, 0.126, 0.30, "page: fused\nwith BM25\n(ch. 2, 10)", "#e5d8bd"),
+    (0.733, 0.60, 0.126, 0.30, "ranker over\nBM25 + these\n(A/B, ch. 10)", "#e5d8bd"),
     (0.888, 0.60, 0.097, 0.30, "buyers\n(A/B test,\nch. 10)", "#fde0c5"),
     (0.015, 0.08, 0.107, 0.30, "logs and\ncatalogue\n(ch. 1)", "#ccebc5"),
     (0.151, 0.08, 0.126, 0.30, "graph (ch. 3)\nterms (ch. 4)\ndoc2query\n(ch. 5)", "#ccebc5"),

@@ -10,10 +10,10 @@ request time, and nothing of the world's latent truth:
 * ``age_days``: days since the listing was created, at the request;
 * ``log_miles``, ``same_country``: the buyer's distance to the listing's shop;
 * ``log_shop_sales``: the shop's sales count;
-* ``log_archive_clicks``, ``log_archive_purchases``: the listing's clicks and purchases in the archive,
-  the logs from before the training window. A position-free popularity: counted over requests, not
-  over page positions, and taken from before every window a ranker trains or is scored on, so no
-  request's own outcome leaks into its features.
+* ``log_archive_clicks``, ``log_archive_purchases``: the listing's clicks and purchases summed over the
+  archive, the logs from before the training window: a popularity from before every window a ranker
+  trains or is scored on, so no request's own outcome leaks into it (raw counts, so they carry the old
+  pages' exposure and position bias).
 """
 
 from __future__ import annotations

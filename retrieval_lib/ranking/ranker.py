@@ -4,16 +4,24 @@ Etsy's A/B test added the unified model's candidates *beside* lexical retrieval,
 stage ordered whatever both returned *[paper]*. This module is that stage for our marketplace: a
 gradient-boosted tree ensemble over the observable features of
 :class:`~retrieval_lib.ranking.features.RankingFeatures`, trained with the LambdaRank objective
-(Burges 2010) on the training window's logged pages, where each shown listing's gain is what the buyer
-did with it (0 shown, 1 clicked, 2 added to cart, 3 bought). LightGBM because scikit-learn has no
-listwise ranking objective (its gradient boosting fits pointwise losses only) and LambdaMART is the
-standard learned ranker of web and product search; it runs on one thread with ``deterministic=True``,
-so the same data and seed give the same trees on any CPU.
+(Burges 2010) on logged pages, where each shown listing's gain is what the buyer did with it (0 shown,
+1 clicked, 2 added to cart, 3 bought). LightGBM because scikit-learn has no listwise ranking objective
+(its gradient boosting fits pointwise losses only); it runs on one thread with ``deterministic=True``,
+so the same data and seed give the same trees run after run with the same LightGBM build (the pinned
+wheel; LightGBM promises no more across builds or versions).
+
+**Which logs.** One feature is the served unified model's score, and that model was fitted to the
+training window's engagements: on those requests its score is in-sample, higher for exactly the
+listings the buyers engaged with than it would be on new requests, and a ranker trained there would
+learn to trust it too much. So the ranker learns from the *validation* window's pages, which the
+unified model never fitted (they chose its stopping epoch and the boost weights, nothing more), as a
+second stage of a stacked model must: a random share of that window's buyers is held out to stop the
+training. The test window stays for the A/B test.
 
 The labels are logged clicks and purchases, so they carry the logging policy's position bias: a
-listing shown first is examined more often. The exploration slots (random listings in random slots)
-temper it; the ranker is still trained on what the old pages showed, then scores candidates that no
-old page showed, as a real ranker does after a retrieval change.
+listing shown first is examined more often. The exploration slots temper it; the ranker is still
+trained on what the old pages showed, then scores candidates that no old page showed, as a real ranker
+does after a retrieval change.
 """
 
 from __future__ import annotations
@@ -38,9 +46,10 @@ GAINS = {"shown": 0, "click": 1, "cart": 2, "purchase": 3}
 class RankerConfig:
     """The ranker's settings: trees, learning rate, leaves, and how many logged requests it learns from.
 
-    ``n_trees`` is an upper bound: training stops once the validation window's logged NDCG@10 has not
-    improved for ``patience`` trees (the validation pages are logs too, so the choice reads no latent
-    truth).
+    The ranker learns from the logged pages of ``window`` (the validation window: see the module's
+    note), its buyers split at random into a part to fit on and a ``stop_share`` to stop on.
+    ``n_trees`` is an upper bound: training stops once the held-out buyers' logged NDCG@10 has not
+    improved for ``patience`` trees (logs too, so the choice reads no latent truth).
     """
 
     n_trees: int = 300
@@ -49,6 +58,8 @@ class RankerConfig:
     min_child_samples: int = 50
     patience: int = 30
     max_sessions: int = 20_000
+    window: str = "valid"
+    stop_share: float = 0.3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,6 +69,12 @@ class RankerConfig:
             raise ValueError(f"learning_rate must be a number in (0, 1], got {rate!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.window not in ("train", "valid"):
+            raise ValueError(f"window must be 'train' or 'valid' (the test window is for the A/B test), "
+                             f"got {self.window!r}")
+        share = self.stop_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+            raise ValueError(f"stop_share must be a number in (0, 1), got {share!r}")
 
 
 def logged_pages(observed: ObservedMarketplace, split: str, max_sessions: int | None = None, seed: int = 0
@@ -97,9 +114,11 @@ def _flatten(x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Ranker:
     """LambdaMART over :class:`RankingFeatures`: ``fit`` on logged pages, ``score`` and ``rank`` candidates.
 
-    After ``fit``: ``valid_ndcg`` (the validation window's logged NDCG@10 of the ranker's order of each
-    logged page), ``logged_order_ndcg`` (the same pages in the order the logging policy showed them),
-    ``n_trees`` (kept by early stopping) and ``importance`` (total gain per feature).
+    After ``fit``: ``valid_ndcg`` (the held-out buyers' logged NDCG@10 of the ranker's order of each
+    logged page: the pages that chose where training stopped, so slightly optimistic),
+    ``logged_order_ndcg`` (the same pages in the order the logging policy showed them), ``n_trees``
+    (kept by early stopping), ``n_pages`` (pages fitted on and held out) and ``importance`` (total split
+    gain per feature).
     """
 
     def __init__(self, features: RankingFeatures, config: RankerConfig | None = None) -> None:
@@ -117,34 +136,51 @@ class Ranker:
                 "label_gain": list(range(max(GAINS.values()) + 1))}
 
     def fit(self, observed: ObservedMarketplace) -> Ranker:
-        """Train on the training window's logged pages; stop early on the validation window's."""
+        """Train on ``config.window``'s logged pages; stop early on its held-out buyers' pages."""
         c = self.config
-        sets = {}
-        for split in ("train", "valid"):
-            sessions, shown, gains = logged_pages(observed, split, c.max_sessions, c.seed)
-            x, groups = _flatten(self.features.transform(sessions, shown), shown)
-            sets[split] = (sessions, shown, gains, x, groups)
-        _, _, gains, x, groups = sets["train"]
-        train = lgb.Dataset(x, gains[sets["train"][1] >= 0], group=groups, feature_name=list(FEATURES),
+        sessions, shown, gains = logged_pages(observed, c.window, c.max_sessions, c.seed)
+        buyers = np.unique(sessions["user_id"].to_numpy())
+        if buyers.size < 2:
+            raise ValueError(f"the {c.window} window's logged pages come from fewer than two buyers")
+        n_stop = min(buyers.size - 1, max(1, round(c.stop_share * buyers.size)))
+        held_out = np.random.default_rng(c.seed).choice(buyers, size=n_stop, replace=False)
+        stop = np.isin(sessions["user_id"].to_numpy(), held_out)
+        x = self.features.transform(sessions, shown)
+        sets = []
+        for part in (~stop, stop):
+            real = shown[part] >= 0
+            sets.append((x[part][real], gains[part][real], real.sum(axis=1)))
+        train = lgb.Dataset(sets[0][0], sets[0][1], group=sets[0][2], feature_name=list(FEATURES),
                             free_raw_data=False)
-        v_sessions, v_shown, v_gains, v_x, v_groups = sets["valid"]
-        valid = lgb.Dataset(v_x, v_gains[v_shown >= 0], group=v_groups, reference=train)
-        self.booster = lgb.train(self._params(), train, num_boost_round=c.n_trees, valid_sets=[valid],
+        held = lgb.Dataset(sets[1][0], sets[1][1], group=sets[1][2], reference=train)
+        self.booster = lgb.train(self._params(), train, num_boost_round=c.n_trees, valid_sets=[held],
                                  callbacks=[lgb.early_stopping(c.patience, verbose=False)])
         self.n_trees = int(self.booster.best_iteration or c.n_trees)
-        order = np.argsort(-self.score(v_sessions, v_shown), axis=1, kind="stable")
-        self.valid_ndcg = float(ndcg_at_k(np.take_along_axis(v_gains, order, axis=1), v_gains, 10).mean())
-        self.logged_order_ndcg = float(ndcg_at_k(v_gains, v_gains, 10).mean())
+        self.n_pages = {"fit": int((~stop).sum()), "stop": int(stop.sum())}
+        order = np.argsort(-self.score(sessions[stop], shown[stop]), axis=1, kind="stable")
+        held_gains = gains[stop]
+        self.valid_ndcg = float(ndcg_at_k(np.take_along_axis(held_gains, order, axis=1), held_gains, 10).mean())
+        self.logged_order_ndcg = float(ndcg_at_k(held_gains, held_gains, 10).mean())
         self.importance = pd.Series(self.booster.feature_importance("gain", iteration=self.n_trees),
                                     index=list(FEATURES)).sort_values(ascending=False)
         return self
 
     def score(self, sessions: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
         """The ranker's score of every candidate, ``-inf`` at padding."""
-        if self.booster is None:
-            raise RuntimeError("call fit() before score()")
         candidates = np.asarray(candidates, dtype=np.int64)
-        x = self.features.transform(sessions, candidates)
+        return self.predict(self.features.transform(sessions, candidates), candidates)
+
+    def predict(self, x: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Scores from features already computed (``features.transform(sessions, candidates)``).
+
+        Several rankers over the same candidates can share one feature pass this way.
+        """
+        if self.booster is None:
+            raise RuntimeError("call fit() before scoring")
+        candidates = np.asarray(candidates, dtype=np.int64)
+        if x.shape != (*candidates.shape, len(FEATURES)):
+            raise ValueError(f"features of shape {x.shape} do not match candidates {candidates.shape} "
+                             f"with {len(FEATURES)} features")
         out = np.full(candidates.shape, -np.inf)
         real = candidates >= 0
         if real.any():
