@@ -105,12 +105,6 @@ def logged_pages(observed: ObservedMarketplace, split: str, max_sessions: int | 
     return sessions, shown, gains
 
 
-def _flatten(x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the real (non-padding) candidates and each request's count of them (LightGBM's groups)."""
-    real = ids >= 0
-    return x[real], real.sum(axis=1)
-
-
 class Ranker:
     """LambdaMART over :class:`RankingFeatures`: ``fit`` on logged pages, ``score`` and ``rank`` candidates.
 
@@ -157,7 +151,7 @@ class Ranker:
                                  callbacks=[lgb.early_stopping(c.patience, verbose=False)])
         self.n_trees = int(self.booster.best_iteration or c.n_trees)
         self.n_pages = {"fit": int((~stop).sum()), "stop": int(stop.sum())}
-        order = np.argsort(-self.score(sessions[stop], shown[stop]), axis=1, kind="stable")
+        order = np.argsort(-self.predict(x[stop], shown[stop]), axis=1, kind="stable")
         held_gains = gains[stop]
         self.valid_ndcg = float(ndcg_at_k(np.take_along_axis(held_gains, order, axis=1), held_gains, 10).mean())
         self.logged_order_ndcg = float(ndcg_at_k(held_gains, held_gains, 10).mean())
