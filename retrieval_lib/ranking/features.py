@@ -54,10 +54,10 @@ class RankingFeatures:
         listings = observed.listings
         self.listing_ids = listings["listing_id"].to_numpy(dtype=np.int64)
         self._row = pd.Index(self.listing_ids)
-        self._bm25_row = pd.Index(bm25.listing_ids)
-        self._vector_row = pd.Index(np.asarray(retriever.listing_ids, dtype=np.int64))
-        if self._bm25_row.get_indexer(self.listing_ids).min() < 0 or self._vector_row.get_indexer(
-                self.listing_ids).min() < 0:
+        # where each catalogue row sits in the BM25 index and among the retriever's vectors
+        self._bm25_at = pd.Index(bm25.listing_ids).get_indexer(self.listing_ids)
+        self._vector_at = pd.Index(np.asarray(retriever.listing_ids, dtype=np.int64)).get_indexer(self.listing_ids)
+        if self._bm25_at.min() < 0 or self._vector_at.min() < 0:
             raise ValueError("the BM25 index and the retriever must cover every listing")
         shops = observed.shops.set_index("shop_id").loc[listings["shop_id"].to_numpy()]
         archive = observed.archive
@@ -89,9 +89,7 @@ class RankingFeatures:
             raise ValueError(f"candidates must be (n_sessions, k) with one row per session ({len(sessions)}), "
                              f"got shape {candidates.shape}")
         pad = candidates < 0
-        row = self._row.get_indexer(np.where(pad, self.listing_ids[0], candidates).ravel()).reshape(candidates.shape)
-        if (row < 0).any():
-            raise ValueError("candidates hold listing ids that are not in the catalogue")
+        row = self._rows(candidates)
         out = np.full((*candidates.shape, len(FEATURES)), np.nan, dtype=np.float32)
         columns = {
             "bm25": self.bm25_scores(sessions["query"].astype(str).tolist(), candidates),
@@ -106,34 +104,43 @@ class RankingFeatures:
             out[..., j] = np.where(pad, np.nan, columns[name])
         return out
 
+    def _rows(self, candidates: np.ndarray) -> np.ndarray:
+        """Catalogue rows of ``candidates`` (row 0 at padding); unknown ids are an error."""
+        row = self._row.get_indexer(np.where(candidates >= 0, candidates, self.listing_ids[0]).ravel())
+        if (row < 0).any():
+            raise ValueError("candidates hold listing ids that are not in the catalogue")
+        return row.reshape(candidates.shape)
+
     def bm25_scores(self, queries: list[str], candidates: np.ndarray) -> np.ndarray:
         """BM25 score of each query for each of its candidates (0 where they share no word)."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        at = self._bm25_at[self._rows(candidates)]
         scores = np.zeros(candidates.shape, dtype=np.float32)
         unique, inverse = np.unique(np.asarray(queries, dtype=object).astype(str), return_inverse=True)
+        by_query = np.argsort(inverse, kind="stable")  # the requests of each distinct query, together
+        bounds = np.searchsorted(inverse[by_query], np.arange(unique.size + 1))
         vocabulary = self.bm25.vocabulary
         for u, tokens in enumerate(tokenize_many(list(unique))):
             known = [t for t in tokens if t in vocabulary]
-            rows = np.flatnonzero(inverse == u)
-            if not known or not rows.size:
+            if not known:
                 continue
+            rows = by_query[bounds[u]:bounds[u + 1]]
             # one score per indexed listing; BM25Retriever keeps its bm25s model private and has no such
             # method yet: it belongs there at that module's next change (its source is in the seed
             # studies' code digest, so an edit means re-running them)
             every = self.bm25._model.get_scores(known)
-            cand = candidates[rows]
-            at = self._bm25_row.get_indexer(np.where(cand >= 0, cand, self.listing_ids[0]).ravel())
-            scores[rows] = np.where(cand >= 0, every[at].reshape(cand.shape), 0.0)
-        return scores
+            scores[rows] = every[at[rows]]
+        return np.where(candidates >= 0, scores, 0.0).astype(np.float32)
 
     def cosine(self, sessions: pd.DataFrame, candidates: np.ndarray, chunk: int = 2048) -> np.ndarray:
         """The served model's ``q . p`` for each request and candidate."""
+        candidates = np.asarray(candidates, dtype=np.int64)
+        at = self._vector_at[self._rows(candidates)]
         out = np.zeros(candidates.shape, dtype=np.float32)
         vectors = torch.as_tensor(self.retriever.listing_vectors, dtype=torch.float32)
         for start in range(0, len(sessions), chunk):
             part = slice(start, start + chunk)
             q = torch.as_tensor(self.retriever.encode_sessions(sessions.iloc[part]), dtype=torch.float32)
-            cand = candidates[part]
-            at = self._vector_row.get_indexer(np.where(cand >= 0, cand, self.listing_ids[0]).ravel())
-            p = vectors[torch.as_tensor(at)].reshape(*cand.shape, -1)
+            p = vectors[torch.as_tensor(at[part])]
             out[part] = torch.einsum("nkd,nd->nk", p, q).numpy()
         return np.where(candidates >= 0, out, 0.0)
