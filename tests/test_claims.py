@@ -1011,10 +1011,16 @@ def test_adding_the_unified_candidates_lifts_purchases_and_the_aa_test_covers_ze
     assert 0 < r["abtest.new_candidates_share"] < 1
 
 
-def test_a_ranker_trained_where_the_unified_score_is_in_sample_throws_most_of_the_gain_away(r):
-    # "gains only ... from the same candidates: ... throws away most of what the new source brings"
-    assert r["abtest.train_window_ranker.ci_high"] < r["abtest.lift_ci_low"]
-    assert r["abtest.train_window_ranker.lift"] < 0.5 * r["abtest.lift"]
+def test_a_ranker_trained_where_the_unified_score_is_in_sample_gets_less_from_the_new_candidates(r):
+    # two training procedures: "over ... held-out splits ... multi-bootstrap interval over splits and
+    # buyers"; "gets less out of what the new source brings"
+    assert r["abtest.ranker_window.n_seeds"] >= 3
+    assert r["abtest.ranker_window.gain_gap.ci_low"] > 0
+    assert (r["abtest.ranker_window.gain_gap.ci_low"] < r["abtest.ranker_window.gain_gap.mean"]
+            < r["abtest.ranker_window.gain_gap.ci_high"])
+    # its own lift, one fixed system with its buyers-only interval, as quoted
+    assert (r["abtest.train_window_ranker.ci_low"] < r["abtest.train_window_ranker.lift"]
+            < r["abtest.train_window_ranker.ci_high"])
 
 
 def test_the_pages_order_was_worth_more_than_the_new_candidates(r):
