@@ -1,6 +1,7 @@
 """The book: clean notebooks, a complete table of contents, no hand-typed numbers, reproducible results,
 and one strict executed build."""
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -103,6 +104,7 @@ def test_there_are_chapters():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_are_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
+    assert all(cell.get("id") for cell in nb.cells), f"{path.name} has cells without an id (nbformat 4.5)"
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
@@ -197,6 +199,34 @@ def test_toc_lists_every_notebook_and_page():
     assert sorted(f"notebooks/{p.stem}" for p in NOTEBOOKS) == sorted(f for f in files if f.startswith("notebooks/"))
     for f in files:
         assert any((ROOT / f"{f}{ext}").is_file() for ext in (".md", ".ipynb")), f
+
+
+def _build_script():
+    spec = importlib.util.spec_from_file_location("book_build", ROOT / "book" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_build_schedule_names_real_chapters_and_keeps_latency_chapters_alone():
+    build = _build_script()
+    names = {p.stem for p in build.chapters()}
+    assert names == {p.stem for p in NOTEBOOKS}
+    named = set(build.NEEDS) | {n for needs in build.NEEDS.values() for n in needs}
+    assert named | set(build.ALONE) | set(build.FIRST) | set(build.PASSIVE) <= names
+    # the chapters whose claims bound latencies or timing ratios run with nothing beside them
+    assert {"09_ann_boosting", "10_whole_system"} <= set(build.ALONE)
+    assert not set(build.ALONE) & set(build.PASSIVE)
+    # every chapter from 2 on needs the world; no chapter waits on a later one
+    def before(name):  # every chapter that must finish before ``name`` starts, transitively
+        found = set(build.NEEDS.get(name, ()))
+        for need in build.NEEDS.get(name, ()):
+            found |= before(need)
+        return found
+
+    for name, needs in build.NEEDS.items():
+        assert "01_marketplace" in before(name) and all(n < name for n in needs), name
+    assert build.TIMEOUT == yaml.safe_load((ROOT / "book" / "_config.yml").read_text())["execute"]["timeout"]
 
 
 #: Modules documented through their package's classes in book/api.md rather than by automodule.

@@ -1,6 +1,11 @@
-"""The chapter runner's exercise parser: numbered items, collapsed hints and solutions, and solution code."""
+"""The chapter runner: the exercise parser (numbered items, collapsed hints and solutions, solution code) and
+the scheduler that runs the book's chapters two at a time."""
+
+import threading
+import time
 
 import nbformat
+import pytest
 
 from retrieval_lib.infra import chapters
 
@@ -74,3 +79,80 @@ def test_with_solutions_appends_tagged_code_cells_and_leaves_the_original():
     assert [c.source for c in extended.cells[-2:]] == ["x = 1 + 1\nprint(x)\n", "y = x * 2\n"]
     assert all(c.metadata["tags"] == ["solution"] for c in extended.cells[-2:])
     assert len(nb.cells) == 2
+
+
+def _scheduled(names, needs, durations=None, fail=(), **kwargs):
+    """Run chapters.run_scheduled with workers that sleep; return (finish order, event log, peak concurrency)."""
+    log, lock, running, peak = [], threading.Lock(), set(), [0]
+
+    def work(name):
+        with lock:
+            running.add(name)
+            peak[0] = max(peak[0], len(running))
+            log.append(("start", name, frozenset(running)))
+        time.sleep((durations or {}).get(name, 0.02))
+        with lock:
+            running.discard(name)
+            log.append(("end", name, frozenset(running)))
+        if name in fail:
+            return "it broke"
+        return None
+
+    return chapters.run_scheduled(names, work, needs, **kwargs), log, peak[0]
+
+
+def test_scheduled_chapters_start_after_what_they_need():
+    needs = {"b": ("a",), "c": ("a",), "d": ("b", "c")}
+    done, log, peak = _scheduled(["a", "b", "c", "d"], needs, slots=2)
+    assert sorted(done) == ["a", "b", "c", "d"] and done[0] == "a" and done[-1] == "d"
+    order = [(kind, name) for kind, name, _ in log]
+    for name, wanted in needs.items():
+        for need in wanted:
+            assert order.index(("end", need)) < order.index(("start", name))
+    assert peak == 2  # b and c ran side by side
+
+
+def test_scheduled_chapters_never_exceed_the_slots_and_alone_runs_alone():
+    names = ["a", "b", "c", "d", "e"]
+    _, log, peak = _scheduled(names, {}, slots=2, alone=("c",))
+    assert peak <= 2
+    start_c = next(i for i, (kind, name, _) in enumerate(log) if (kind, name) == ("start", "c"))
+    assert log[start_c][2] == {"c"}  # nothing else was running when c started
+    end_c = next(i for i, (kind, name, _) in enumerate(log) if (kind, name) == ("end", "c"))
+    assert all(kind == "end" or name == "c" for kind, name, _ in log[start_c:end_c])  # nothing started beside it
+    _, _, one = _scheduled(names, {}, slots=1)
+    assert one == 1
+
+
+def test_scheduled_chapters_put_the_first_ones_first():
+    done, log, _ = _scheduled(["a", "b", "c"], {}, slots=1, first=("c",))
+    assert done == ["c", "a", "b"]
+
+
+def test_a_failed_chapter_stops_what_needs_it_and_is_named():
+    with pytest.raises(RuntimeError, match="b failed: it broke"):
+        _scheduled(["a", "b", "c"], {"c": ("b",)}, slots=1, fail=("b",))
+    # the chapter running beside the failure finishes; nothing new starts after it
+    seen = []
+
+    def work(name):
+        seen.append(name)
+        if name == "a":
+            raise OSError("kernel died")
+        return None
+
+    with pytest.raises(RuntimeError, match="a failed: OSError: kernel died"):
+        chapters.run_scheduled(["a", "b", "c"], work, {"b": ("a",)}, slots=1)
+    assert seen == ["a"]
+
+
+def test_chapters_that_wait_on_each_other_are_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match="wait on each other"):
+        _scheduled(["a", "b"], {"a": ("b",), "b": ("a",)})
+    with pytest.raises(ValueError, match="slots"):
+        _scheduled(["a"], {}, slots=0)
+
+
+def test_needs_outside_the_run_are_ignored():
+    done, _, _ = _scheduled(["b"], {"b": ("a",)})  # a tiny run of one chapter
+    assert done == ["b"]

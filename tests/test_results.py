@@ -265,3 +265,31 @@ def test_prose_that_quotes_a_figure_glued_below_it_is_reported(tmp_path):
     late = chapters.glued_before_quoted(path, {"x.early": 1, "x.late": 2})
     assert late == ["07_toy.ipynb: markdown after code cell 1 quotes 'x.late', glued in code cell 2"]
     assert chapters.glued_before_quoted(path, {"x.early": 1, "x.late": 1}) == []
+
+
+def test_merge_keeps_chapter_order_and_the_last_value_of_a_key(tmp_path):
+    first, second, out = tmp_path / "01.json", tmp_path / "02.json", tmp_path / "results.json"
+    record("a.b", 1.0, path=first)
+    record("a.shared", 1.0, path=first)
+    record("c.d", 2.0, path=second)
+    record("a.shared", 2.0, path=second)
+    merged = results.merge([first, tmp_path / "missing.json", second], out)
+    assert load(out) == {"a.b": 1.0, "a.shared": 2.0, "c.d": 2.0}  # as if recorded one after the other
+    assert metadata(out) == TINY_META and merged[META_KEY] == TINY_META
+    assert list(json.loads(out.read_text())) == sorted(json.loads(out.read_text()))
+
+
+def test_merge_refuses_files_of_two_worlds(tmp_path):
+    first, second, out = tmp_path / "01.json", tmp_path / "02.json", tmp_path / "results.json"
+    record("a.b", 1.0, path=first)
+    bind(MarketplaceConfig.preset("book"))
+    record("c.d", 2.0, path=second)
+    with pytest.raises(ValueError, match="another world"):
+        results.merge([first, second], out)
+    assert not out.exists()  # nothing half-written
+
+
+def test_merge_of_nothing_writes_an_empty_file(tmp_path):
+    out = tmp_path / "results.json"
+    assert results.merge([tmp_path / "missing.json"], out) == {}
+    assert load(out) == {}

@@ -16,7 +16,8 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,6 +151,61 @@ def start_run(paths: Sequence[Path], results_file: Path, cache: Path, preset: st
            "RETRIEVAL_LIB_GLUE_LOGS": str(glue_logs(results_file)), "RETRIEVAL_LIB_SOLUTIONS": str(int(solutions))}
     return subprocess.Popen([sys.executable, "-c", _RUN, *map(str, paths)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_scheduled(names: Sequence[str], work: Callable[[str], str | None], needs: Mapping[str, Sequence[str]],
+                  alone: Collection[str] = (), slots: int = 2, first: Sequence[str] = ()) -> list[str]:
+    """Run ``work(name)`` for every name, up to ``slots`` at a time; return the names in the order they finished.
+
+    A name starts once every name ``needs[name]`` lists (among ``names``) has finished without error;
+    a name in ``alone`` runs with nothing beside it (a chapter that measures latency). When several
+    could start, those in ``first`` go first (the longest chapters, so the short ones fill the gaps),
+    then the others in the order given. ``work`` returns ``None`` on success or an error message; after
+    the first error nothing new starts, the running ones finish, and ``RuntimeError`` names the failure.
+    """
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    waiting = sorted(names, key=lambda n: (first.index(n) if n in first else len(first), list(names).index(n)))
+    finished: list[str] = []
+    running: set[str] = set()
+    errors: dict[str, str] = {}
+    lock = threading.Condition()
+
+    def run(name: str) -> None:
+        try:
+            error = work(name)
+        except Exception as err:  # noqa: BLE001 - a crashed worker fails its chapter, not the scheduler
+            error = f"{type(err).__name__}: {err}"
+        with lock:
+            running.discard(name)
+            if error is None:
+                finished.append(name)
+            else:
+                errors[name] = error
+            lock.notify_all()
+
+    def ready(name: str) -> bool:
+        if any(n in alone for n in running) or (name in alone and running):
+            return False
+        return all(need in finished for need in needs.get(name, ()) if need in names)
+
+    with lock:
+        while (waiting and not errors) or running:
+            for name in list(waiting):
+                if not errors and len(running) < slots and ready(name):
+                    waiting.remove(name)
+                    running.add(name)
+                    threading.Thread(target=run, args=(name,), daemon=True).start()
+            if not running:
+                if waiting and not errors:
+                    raise RuntimeError(f"{waiting} wait on each other or on names that never finish "
+                                       f"(needs: { {n: list(needs.get(n, ())) for n in waiting} })")
+                break
+            lock.wait()
+    if errors:
+        name = next(iter(errors))
+        raise RuntimeError(f"{name} failed: {errors[name]}")
+    return finished
 
 
 def glue_logs(results_file: Path) -> Path:

@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Sequence
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,26 @@ def _write(data: dict[str, Any], path: Path) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
         json.dump(dict(sorted(data.items())), tmp, indent=1)
     os.replace(tmp.name, path)
+
+
+def merge(paths: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """Merge results files (one per chapter, in chapter order) into ``out``; return what was written.
+
+    A key recorded by several files keeps the value of the last one, as when the chapters run one
+    after another into one file. Missing files are skipped; files of different worlds are an error.
+    """
+    merged: dict[str, Any] = {}
+    for path in paths:
+        data = _read(path)
+        if not data:
+            continue
+        meta = data.get(META_KEY)
+        if META_KEY in merged and meta != merged[META_KEY]:
+            raise ValueError(f"{path} holds results of another world ({meta}) than the files before it "
+                             f"({merged[META_KEY]})")
+        merged.update(data)
+    _write(merged, Path(out))
+    return merged
 
 
 def _check(key: str, value: object) -> float | int:
