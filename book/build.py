@@ -70,13 +70,22 @@ def chapters() -> list[Path]:
     return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
+def build_env(results_file: Path, passive: bool = False) -> dict[str, str]:
+    """The environment of a chapter's kernel or of Jupyter Book: its results file and no progress bars.
+
+    With ``passive``, OpenMP threads sleep while they wait (unless the caller set a policy).
+    """
+    env = {**os.environ, "RETRIEVAL_LIB_RESULTS": str(results_file), "TQDM_DISABLE": "1",
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    if passive and "OMP_WAIT_POLICY" not in os.environ:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
 def execute(path: Path, results_file: Path) -> tuple[nbformat.NotebookNode, float, str | None]:
     """Execute one chapter in its own kernel; return the notebook, the seconds and the error (if any)."""
     nb = nbformat.read(path, as_version=4)
-    env = {**os.environ, "RETRIEVAL_LIB_RESULTS": str(results_file), "TQDM_DISABLE": "1",
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    if path.stem in PASSIVE and "OMP_WAIT_POLICY" not in os.environ:
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env = build_env(results_file, passive=path.stem in PASSIVE)
     client = NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
@@ -138,8 +147,7 @@ def main() -> int:
             print(f"error: the executed {path.name} does not match its source in the notebook cache",
                   file=sys.stderr)
             return 1
-    env = {**os.environ, "RETRIEVAL_LIB_RESULTS": str(results_file), "TQDM_DISABLE": "1",
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env = build_env(results_file)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(jupyter_book), "build", str(ROOT), "--config", "book/_config.yml",
            "--toc", "book/_toc.yml", "--path-output", "book", "--all", "-W", "--keep-going"]
