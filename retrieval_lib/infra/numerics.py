@@ -63,9 +63,16 @@ def _torch_pinned() -> bool:
 
 
 def _numpy_pinned() -> bool:
-    from numpy.core._multiarray_umath import __cpu_features__
+    """Whether NumPy dispatches to none of its compiled targets above AVX2.
 
-    return not any(__cpu_features__.get(name, False) for name in _NUMPY_AVX512.split())
+    Reads the targets NumPy was built with (``__cpu_dispatch__``), not the CPU's features: a feature
+    NumPy has no kernels for (``AVX512_SPR`` in NumPy 1.26) stays reported as enabled, can be neither
+    disabled nor used, and says nothing about which kernels run.
+    """
+    from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    return not any(__cpu_features__.get(target, False) for target in __cpu_dispatch__
+                   if target.startswith("AVX512"))
 
 
 def pinned() -> bool:
