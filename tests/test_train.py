@@ -5,7 +5,15 @@ import torch
 from torch import nn
 
 from retrieval_lib.training.curriculum import NegativeCurriculum
-from retrieval_lib.training.loop import Optimizer, TrainConfig, batches, lr_factor, steps_per_epoch, train
+from retrieval_lib.training.loop import (
+    Optimizer,
+    TrainConfig,
+    batches,
+    ema_decay,
+    lr_factor,
+    steps_per_epoch,
+    train,
+)
 from retrieval_lib.training.losses import HingeLoss, PairwiseLoss, SoftmaxLoss
 from retrieval_lib.training.mining import MinedNegatives
 from retrieval_lib.training.negatives import Catalogue, InBatchNegatives, Negatives, UniformNegatives
@@ -73,10 +81,13 @@ def test_cosine_decay_sets_each_step_learning_rate():
     assert seen == pytest.approx([0.1 * f for f in factors])
 
 
-def test_ema_keeps_the_moving_average_of_the_weights():
-    """Hand-computed: with SGD-free updates replaced by a fixed walk, the kept weights are the EMA."""
+@pytest.mark.parametrize(("asked", "decay"), [(0.5, 0.5), (0.99, 0.75)])
+def test_ema_keeps_the_moving_average_of_the_weights(asked, decay):
+    """Hand-computed: with SGD-free updates replaced by a fixed walk, the kept weights are the EMA.
+
+    Two steps an epoch cap the decay at 1 - 1/4 = 0.75, so asking for 0.99 averages with 0.75.
+    """
     x, y = _linear_problem()
-    decay = 0.5
     torch.manual_seed(0)
     model = nn.Linear(2, 1, bias=False)
     walk = []
@@ -88,7 +99,7 @@ def test_ema_keeps_the_moving_average_of_the_weights():
     def validate(m):
         return 0.0  # every epoch ties, so the first epoch's weights are kept
 
-    train(model, 20, step, validate, TrainConfig(epochs=1, batch_size=10, lr=0.1, ema_decay=decay),
+    train(model, 20, step, validate, TrainConfig(epochs=1, batch_size=10, lr=0.1, ema_decay=asked),
           progress=False)
     # walk[i] is the weight before step i; the weight after the last step is not in walk: recompute it.
     torch.manual_seed(0)
@@ -97,6 +108,18 @@ def test_ema_keeps_the_moving_average_of_the_weights():
     after = [walk[1], plain.weight.detach()]  # weights after step 1 and step 2 of the same walk
     expected = decay * after[0] + (1 - decay) * after[1]  # the first update copies, the second averages
     torch.testing.assert_close(model.weight.detach(), expected)
+
+
+def test_ema_decay_is_capped_at_two_epochs_of_steps():
+    config = TrainConfig(ema_decay=0.99)
+    assert ema_decay(config, 1) == 0.5
+    assert ema_decay(config, 2) == 0.75
+    assert ema_decay(config, 10) == pytest.approx(0.95)
+    assert ema_decay(config, 50) == 0.99  # the cap reaches the asked decay: exactly it, not a rounding
+    assert ema_decay(config, 10_000) == 0.99
+    assert ema_decay(TrainConfig(ema_decay=0.0), 10) == 0.0
+    with pytest.raises(ValueError, match="step"):
+        ema_decay(config, 0)
 
 
 def test_ema_validates_the_averaged_weights_and_leaves_the_model_with_them():

@@ -38,7 +38,8 @@ class TrainConfig:
 
     Two remedies for seed noise (issue 25), both off by default: ``ema_decay`` > 0 keeps an exponential
     moving average of the weights (``torch.optim.swa_utils.AveragedModel``), which is what gets
-    validated, kept and returned; ``lr_decay="cosine"`` lowers the learning rate along a half cosine
+    validated, kept and returned (its horizon is capped at two epochs, see :func:`ema_decay`);
+    ``lr_decay="cosine"`` lowers the learning rate along a half cosine
     from ``lr`` to 0 over ``epochs`` epochs (early stopping may end training before it gets there).
     """
 
@@ -89,6 +90,20 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     """Optimiser steps in one epoch of :func:`batches` over ``n`` examples (a size-1 last batch is dropped)."""
     full, rest = divmod(n, batch_size)
     return full + (rest > 1)
+
+
+def ema_decay(config: TrainConfig, per_epoch: int) -> float:
+    """The moving average's decay: ``config.ema_decay``, capped at ``1 - 1 / (2 * per_epoch)`` (two epochs).
+
+    A decay of 0.99 averages about the last 100 steps. On a small world an epoch has a few steps, so
+    that average would still be mostly the untrained initial weights when early stopping judges it;
+    the cap keeps the average to recent weights whatever the data size. Where an epoch has at least
+    ``1 / (2 * (1 - config.ema_decay))`` steps (50 at 0.99) the cap does not bind and the decay is
+    exactly ``config.ema_decay``.
+    """
+    if per_epoch < 1:
+        raise ValueError(f"need at least one step per epoch, got {per_epoch}")
+    return min(config.ema_decay, 1.0 - 1.0 / (2 * per_epoch))
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
@@ -158,8 +173,9 @@ def train(model: nn.Module, n_examples: int, step: Callable[[nn.Module, np.ndarr
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     opt = Optimizer(model, config.lr, config.weight_decay)
-    total_steps = steps_per_epoch(n_examples, config.batch_size) * config.epochs
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    per_epoch = steps_per_epoch(n_examples, config.batch_size)
+    total_steps = per_epoch * config.epochs
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay(config, per_epoch)))
            if config.ema_decay > 0 else None)
     scored = ema.module if ema is not None else model
     history = TrainHistory()
