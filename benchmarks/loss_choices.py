@@ -3,8 +3,8 @@
 Trains chapter 6's unified model with chapter 7's in-batch and uniform negatives and each loss: the
 softmax, the pairwise margin loss at several margins and the multi-part hinge at several thresholds
 (and, for comparison, the grid's first hinge with in-batch negatives alone), and scores each on the
-validation window: recall@100 of the whole-catalogue labels by segment, the share of the top-1000
-candidates that one global threshold removes while keeping 95% of the labels they hold, and the
+validation window's logs: recall@100 of the logged purchases by segment, the share of the top-1000
+candidates that one global threshold removes while keeping 95% of the purchases they hold, and the
 median score of logged pairs by interaction type. Chapter 8 uses the margin and the thresholds with
 the best validation recall@100.
 
@@ -16,13 +16,16 @@ Chapter 8 shows the full run's table from ``book/data/loss_choices.json`` (writt
 
 from __future__ import annotations
 
+# common imports retrieval_lib, which pins NumPy's kernels; NumPy reads the pins once, when it loads.
+from common import choice_parser, unified_features
+
+# isort: split
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import choice_parser, unified_features
 
 from retrieval_lib.evaluation.negatives import interaction_scores
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
@@ -63,7 +66,7 @@ def main() -> None:
                         help="cap on epochs (early stopping as in the book)")
     args = parser.parse_args()
     world, fingerprint, features = unified_features(args.preset)
-    valid = EvaluationSet.build(world, "valid")
+    valid = EvaluationSet.from_logged_purchases(world, "valid")
     logged = TrainingPairs.of(engaged_pairs(world.observed, "valid"))
     rows = np.arange(len(logged))
     per_epoch = steps_per_epoch(len(engaged_pairs(world.observed, "train")), UNIFIED_TRAIN_CONFIG.batch_size)

@@ -3,7 +3,8 @@
 Trains the unified model of chapter 6 with each negative recipe (in-batch only, plus uniform
 negatives, mined hard negatives from step 0, the paper's curriculum) and variants of the miner's
 rank window, the number of negatives and the curriculum's warm-up and ramp, and scores each by
-recall@100 on the validation window's whole-catalogue labels. Chapter 7 uses the settings chosen here.
+recall@100 of the validation window's logged purchases (what a marketplace logs; never the
+buyers' latent whole-catalogue choices). Chapter 7 uses the settings chosen here.
 
     .venv/bin/python benchmarks/negative_choices.py [--preset book] [--only curriculum] [--seeds 0 1]
 """
@@ -49,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     world, fingerprint, features = unified_features(args.preset)
     observed = world.observed
-    valid = EvaluationSet.build(world, "valid")
+    valid = EvaluationSet.from_logged_purchases(world, "valid")
     per_epoch = steps_per_epoch(len(engaged_pairs(observed, "train")), UNIFIED_TRAIN_CONFIG.batch_size)
     rows = []
     for name, (negatives, schedule) in recipes(per_epoch).items():

@@ -3,8 +3,8 @@
 Each choice is a switch: the accidental-hit mask (per request vs per query text), the history
 encoder's zero start, the query tower's inputs (paper: text + location + history; first
 version: also the query's frozen graph vector and token means), and graph dropout (0.5 vs none).
-Every variant is trained with the chapter's schedule and scored by recall@100 on the validation
-window's whole-catalogue labels.
+Every variant is trained with the chapter's schedule and scored by recall@100 of the validation
+window's logged purchases (what a marketplace logs; never the buyers' latent whole-catalogue choices).
 
     .venv/bin/python benchmarks/validation_choices.py [--preset book] [--out benchmarks/results/choices.json]
 """
@@ -39,7 +39,7 @@ def main() -> None:
     parser = choice_parser("benchmarks/results/validation_choices.json", "variants whose name contains one of these")
     args = parser.parse_args()
     world, fingerprint, features = unified_features(args.preset)
-    valid = EvaluationSet.build(world, "valid")
+    valid = EvaluationSet.from_logged_purchases(world, "valid")
     rows = []
     for name, (config, negatives) in VARIANTS.items():
         if args.only and not any(part in name for part in args.only):

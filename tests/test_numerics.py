@@ -1,9 +1,11 @@
 """Pinned numerics: every entry point runs torch, NumPy and friends on their AVX2 code paths, and the pins matter."""
 
+import ast
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,3 +125,62 @@ def test_the_committed_reference_names_its_command_and_holds_deterministic_figur
     figures = body["figures"]
     assert len(figures) > 100 and figures["_meta"]["preset"] == "tiny"
     assert not [k for k in figures if k.endswith(("_seconds", "_ms", "qps", "ms_per_query"))]
+
+
+NUMERIC = {"numpy", "torch", "pandas", "scipy", "sklearn", "faiss", "hnswlib", "lightgbm", "sentence_transformers"}
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _unpinned_numeric_import(source: str) -> str | None:
+    """The first numeric library a script imports at module level before ``retrieval_lib`` (directly or
+    through the benchmarks' ``common``), or ``None``: NumPy reads the pins only once, when it loads."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        else:
+            continue
+        roots = {name.split(".")[0] for name in names}
+        if roots & {"retrieval_lib", "common"}:
+            return None
+        if roots & NUMERIC:
+            return sorted(roots & NUMERIC)[0]
+    return None
+
+
+def test_benchmark_scripts_import_retrieval_lib_before_numpy_and_torch():
+    scripts = sorted(BENCHMARKS.rglob("*.py"))
+    assert len(scripts) > 10
+    common = (BENCHMARKS / "common.py").read_text()
+    assert _unpinned_numeric_import(common) is None and "from retrieval_lib" in common
+    late = {p.name: lib for p in scripts if (lib := _unpinned_numeric_import(p.read_text()))}
+    assert not late, f"benchmark scripts that load a numeric library before retrieval_lib pins it: {late}"
+
+
+@pytest.mark.parametrize("source, late", [
+    ("import numpy as np\nfrom common import x\n", "numpy"),
+    ("import json\nimport torch\nimport retrieval_lib\n", "torch"),
+    ("from pandas import DataFrame\n", "pandas"),
+    ("from common import x\nimport numpy as np\n", None),
+    ("import retrieval_lib\nimport torch\n", None),
+    ("from retrieval_lib.infra import numerics\nimport numpy\n", None),
+])
+def test_the_import_order_check_would_catch_an_early_numpy(source, late):
+    assert _unpinned_numeric_import(source) == late
+
+
+@pytest.mark.parametrize("features, pinned", [
+    ({"AVX2": True, "AVX512F": False, "AVX512_ICL": False, "AVX512_SPR": True}, True),  # SPR: no kernels for it
+    ({"AVX2": True, "AVX512F": False, "AVX512_ICL": True}, False),
+    ({"AVX2": True, "AVX512F": True, "AVX512_ICL": False}, False),
+    ({"AVX2": True}, True),
+])
+def test_numpy_counts_only_the_targets_it_has_kernels_for(monkeypatch, features, pinned):
+    """An Intel Sapphire Rapids CPU reports ``AVX512_SPR`` enabled whatever the pins say; NumPy 1.26 has no
+    kernels for it, so it must not make ``pinned()`` False."""
+    import numpy.core._multiarray_umath as umath
+
+    monkeypatch.setattr(umath, "__cpu_dispatch__", ["SSE42", "AVX2", "AVX512F", "AVX512_ICL"])
+    monkeypatch.setattr(umath, "__cpu_features__", features)
+    assert numerics._numpy_pinned() is pinned

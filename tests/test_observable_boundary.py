@@ -132,3 +132,49 @@ def test_the_allow_list_is_strict(tmp_path, where, caught):
     (lib / where).write_text(LEAKS[0])
     (lib / "clean.py").write_text("def features(world):\n    return world.observed.users\n")
     assert bool(_offenders(lib)) is caught
+
+
+ROOT = LIB.parent
+#: Code that chooses the book's settings or its served system: the benchmark scripts (the choice sweeps
+#: and the studies), the library (``pipeline.py`` among it) and the book's build. It may score the
+#: validation window only on what a marketplace logs (``EvaluationSet.from_logged_purchases``), never on
+#: the buyers' latent whole-catalogue choices (``EvaluationSet.build(world, "valid")``).
+CHOICE_CODE = [*sorted((ROOT / "benchmarks").glob("*.py")), *sorted(LIB.rglob("*.py")), ROOT / "book" / "build.py"]
+
+
+def _latent_validation_scores(path: Path) -> list[str]:
+    """``EvaluationSet.build`` calls whose window is ``"valid"``, or not a literal at all (a variable may
+    hold ``"valid"``), outside the library function that forwards its own ``split`` argument."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "build"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "EvaluationSet"):
+            continue
+        split = node.args[1] if len(node.args) > 1 else next(
+            (k.value for k in node.keywords if k.arg == "split"), ast.Constant("test"))
+        if not (isinstance(split, ast.Constant) and split.value == "test"):
+            found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_choices_are_scored_on_logged_purchases_only():
+    assert len(CHOICE_CODE) > 30 and all(p.is_file() for p in CHOICE_CODE)
+    assert {"negative_choices.py", "validation_choices.py", "loss_choices.py"} <= {p.name for p in CHOICE_CODE}
+    forwarding = LIB / "evaluation" / "offline.py"  # evaluate(world, split): the caller picks the window
+    offenders = [use for path in CHOICE_CODE for use in _latent_validation_scores(path)
+                 if not (path == forwarding and len(_latent_validation_scores(path)) == 1)]
+    assert not offenders, f"choices scored on the latent validation labels: {offenders}"
+
+
+@pytest.mark.parametrize("code, caught", [
+    ('valid = EvaluationSet.build(world, "valid")\n', True),
+    ('valid = EvaluationSet.build(world, split="valid", max_sessions=100)\n', True),
+    ("valid = EvaluationSet.build(world, args.split)\n", True),
+    ('test = EvaluationSet.build(world, "test")\n', False),
+    ("test = EvaluationSet.build(world)\n", False),
+    ('valid = EvaluationSet.from_logged_purchases(world, "valid")\n', False),
+])
+def test_the_choice_scanner_would_catch_a_latent_validation_score(tmp_path, code, caught):
+    path = tmp_path / "choice.py"
+    path.write_text(code)
+    assert bool(_latent_validation_scores(path)) is caught

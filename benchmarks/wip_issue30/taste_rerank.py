@@ -8,11 +8,15 @@ validation pairs (the choice signal) for a grid of ``lam``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import retrieval_lib  # noqa: F401  (first: it pins NumPy's kernels, which NumPy reads once, when it loads)
+
+# isort: split
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
