@@ -125,6 +125,13 @@ def test_the_committed_reference_names_its_command_and_holds_deterministic_figur
     figures = body["figures"]
     assert len(figures) > 100 and figures["_meta"]["preset"] == "tiny"
     assert not [k for k in figures if k.endswith(("_seconds", "_ms", "qps", "ms_per_query"))]
+    assert body["made_on"]["cpu"] != "unknown"  # the vendor decides MKL's code path
+
+
+def test_cpu_name_reads_vendor_and_model():
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel name\t: AMD EPYC 9R14\n"
+    assert chapters.cpu_name(text) == "AuthenticAMD AMD EPYC 9R14"
+    assert chapters.cpu_name("") == "unknown"
 
 
 NUMERIC = {"numpy", "torch", "pandas", "scipy", "sklearn", "faiss", "hnswlib", "lightgbm", "sentence_transformers"}
