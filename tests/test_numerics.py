@@ -130,8 +130,9 @@ def test_the_committed_reference_names_its_command_and_holds_deterministic_figur
 
 def test_cpu_name_reads_vendor_and_model():
     text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel name\t: AMD EPYC 9R14\n"
-    assert chapters.cpu_name(text) == "AuthenticAMD AMD EPYC 9R14"
-    assert chapters.cpu_name("") == "unknown"
+    assert numerics.cpu_name(text) == "AuthenticAMD AMD EPYC 9R14"
+    assert numerics.cpu_name("") == "unknown"
+    assert numerics.describe()["cpu"] == numerics.cpu() != "unknown"  # part of every artifact's cache key
 
 
 NUMERIC = {"numpy", "torch", "pandas", "scipy", "sklearn", "faiss", "hnswlib", "lightgbm", "sentence_transformers"}

@@ -10,9 +10,9 @@ from scipy import stats
 from retrieval_lib.baselines.bm25 import BM25Retriever
 from retrieval_lib.evaluation.seed_study import BOOK_DATA
 from retrieval_lib.infra.cache import source_digest
+from retrieval_lib.marketplace.policy import _EXPLORE as EXPLORE_STREAM
 from retrieval_lib.marketplace.policy import fuse_rankings, keyed_uniform, show_pages, simulate_funnel
 from retrieval_lib.serving.base import PAD
-from retrieval_lib.simulation.abtest import _EXPLORE as EXPLORE_STREAM
 from retrieval_lib.simulation.abtest import (
     CALIBRATION_MODULES,
     AACalibration,
@@ -78,6 +78,34 @@ def test_empty_extra_candidates_leave_the_pages_unchanged(tiny_world):
     np.testing.assert_array_equal(pages, same)
     with pytest.raises(ValueError, match="one row per session"):
         show_pages(cfg, latent, listings, queries, np.random.default_rng(3), extra=np.zeros((3, 10), int))
+
+
+def test_fused_pages_keep_common_random_numbers_when_another_page_has_other_empty_slots(tiny_world):
+    """With ``common``, a request's exploration does not depend on how many empty slots earlier pages had.
+
+    ``rng``'s exploration draws are handed out slot by slot over the exploration and empty slots, so
+    when one arm fills a slot the other leaves empty, every later request explores other listings;
+    keyed draws (per request and slot) leave the other requests' pages unchanged.
+    """
+    cfg, latent, listings = tiny_world.config, tiny_world.latent, tiny_world.observed.listings
+    queries = tiny_world.observed.sessions["query"].tolist()[:3000]
+    lat = dataclasses.replace(latent, intents={k: v[:3000] for k, v in latent.intents.items()})
+    ids = np.arange(3000) + 7
+    rng = np.random.default_rng
+    base = show_pages(cfg, lat, listings, queries, rng(3), common=4, session_ids=ids)
+    extra = np.full((3000, 5), PAD)
+    extra[:300] = np.arange(5)  # the first 300 requests get other candidates: only their pages change
+    other = show_pages(cfg, lat, listings, queries, rng(99), extra=extra, common=4, session_ids=ids)
+    assert (other[:300] != base[:300]).any(axis=1).mean() > 0.5
+    np.testing.assert_array_equal(other[300:], base[300:])
+    # rng's draws shift after a changed request fills empty slots (the bug keyed draws avoid)
+    plain = show_pages(cfg, lat, listings, queries, rng(3))
+    shifted = show_pages(cfg, lat, listings, queries, rng(3), extra=extra)
+    assert (plain[300:] != shifted[300:]).any(axis=1).mean() > 0.3
+    # the keys are the sessions' ids, not the row numbers
+    assert not np.array_equal(show_pages(cfg, lat, listings, queries, rng(3), common=4), base)
+    with pytest.raises(ValueError, match="one id per session"):
+        show_pages(cfg, lat, listings, queries, rng(3), common=4, session_ids=ids[:5])
 
 
 def test_common_random_numbers_follow_the_listing(tiny_world):

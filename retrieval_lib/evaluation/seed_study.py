@@ -17,7 +17,7 @@ import pandas as pd
 
 from retrieval_lib.evaluation.offline import EvaluationResult
 from retrieval_lib.evaluation.uncertainty import MultiBootstrapDifference, multi_bootstrap, paired_bootstrap
-from retrieval_lib.infra import results
+from retrieval_lib.infra import numerics, results
 from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.infra.committed import read_json, write_json
 
@@ -43,6 +43,7 @@ class SeedStudy:
     sessions: pd.DataFrame
     values: dict[str, dict[int, np.ndarray]]
     extra: dict[str, object] = field(default_factory=dict)
+    made_on: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.values:
@@ -71,7 +72,7 @@ class SeedStudy:
                     raise ValueError(f"{arm} at seed {seed} was evaluated on other sessions")
                 values[arm][int(seed)] = per[metric].to_numpy(dtype=float)
         return cls(name, command, preset, metric, tuple(modules), source_digest(tuple(modules)), sessions, values,
-                   dict(extra or {}))
+                   dict(extra or {}), numerics.describe())
 
     @property
     def arms(self) -> list[str]:
@@ -113,6 +114,34 @@ class SeedStudy:
             d = paired_bootstrap(self.result(a, seed), self.result(b, seed), self.metric, group, **kwargs)
             rows[seed] = {"diff": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high}
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seed")
+
+    def made_here(self) -> bool:
+        """Whether the study ran on a CPU of this machine's vendor and model (``made_on["cpu"]``).
+
+        Only there can a build repeat its figures exactly: MKL's code path, and so the last digits of
+        every training step, depend on the CPU's vendor (``infra.numerics.cpu``).
+        """
+        return self.made_on.get("cpu") == numerics.cpu()
+
+    def consistent(self, runs: dict[str, EvaluationResult], seed: int = 0) -> bool:
+        """Whether ``runs`` (arm -> an evaluation on the study's sessions) agree with the study within seed noise.
+
+        The check for a build on another kind of CPU, where :meth:`reproduces` cannot hold: each arm's
+        mean ``metric`` may differ from the study's run at ``seed`` by at most the range of the arm's
+        means over the study's seeds (so a run is as far from its own seed as seeds are from each
+        other, and no further). False for other sessions or arms.
+        """
+        if seed not in self.seeds or not runs:
+            return False
+        for arm, run in runs.items():
+            per = run.per_session
+            if arm not in self.values or not np.array_equal(per["session_id"].to_numpy(),
+                                                              self.sessions["session_id"].to_numpy()):
+                return False
+            means = np.array([v.mean() for v in self.values[arm].values()])
+            if abs(per[self.metric].to_numpy(dtype=float).mean() - self.values[arm][seed].mean()) > np.ptp(means):
+                return False
+        return True
 
     def reproduces(self, runs: dict[str, EvaluationResult], seed: int = 0) -> bool:
         """Whether ``runs`` (arm -> an evaluation on the study's sessions) equal its row at ``seed`` exactly.
@@ -156,7 +185,7 @@ class SeedStudy:
             return [int(x) if float(x).is_integer() else round(float(x), 6) for x in v]
 
         data = {"name": self.name, "command": self.command, "preset": self.preset, "metric": self.metric,
-                "modules": list(self.modules), "digest": self.digest, "extra": self.extra,
+                "modules": list(self.modules), "digest": self.digest, "extra": self.extra, "made_on": self.made_on,
                 "sessions": {c: self.sessions[c].tolist() for c in SESSION_COLUMNS},
                 "values": {arm: {str(s): compact(v) for s, v in runs.items()} for arm, runs in self.values.items()}}
         write_json(data, path)
@@ -170,7 +199,7 @@ class SeedStudy:
             values = {arm: {int(s): np.asarray(v, dtype=float) for s, v in runs.items()}
                       for arm, runs in data["values"].items()}
             return cls(data["name"], data["command"], data["preset"], data["metric"], tuple(data["modules"]),
-                       data["digest"], sessions, values, data.get("extra", {}))
+                       data["digest"], sessions, values, data.get("extra", {}), data.get("made_on", {}))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path} is not a seed study: {err}") from err
 

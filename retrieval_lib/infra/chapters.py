@@ -259,17 +259,6 @@ def load_reference(path: Path = REFERENCE) -> dict[str, object]:
     return data["figures"]
 
 
-def cpu_name(cpuinfo: str) -> str:
-    """The vendor and model of the first processor in ``/proc/cpuinfo``'s text, or ``"unknown"``.
-
-    MKL's code path, and so the figures, can depend on the vendor (``docs/decisions.md``, numerics).
-    """
-    fields = {key.strip(): value for key, value in (line.split(":", 1) for line in cpuinfo.splitlines()[:30]
-                                                     if ":" in line)}
-    name = " ".join(fields.get(key, "").strip() for key in ("vendor_id", "model name")).strip()
-    return name or "unknown"
-
-
 def write_reference(figures: dict[str, object], path: Path = REFERENCE) -> None:
     """Write ``figures`` (a tiny run's results) as the reference, its deterministic keys only."""
     from retrieval_lib.infra import numerics
@@ -277,7 +266,7 @@ def write_reference(figures: dict[str, object], path: Path = REFERENCE) -> None:
     cpuinfo = Path("/proc/cpuinfo")
     text = cpuinfo.read_text() if cpuinfo.is_file() else ""
     made_on = {**numerics.describe(), **SINGLE_THREAD, "torch.threads": "1", "machine": platform.machine(),
-               "avx512f": str(" avx512f" in text), "cpu": cpu_name(text)}
+               "avx512f": str(" avx512f" in text)}
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"command": REGENERATE, "made_on": made_on, "figures": results.deterministic(figures)}
     path.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")

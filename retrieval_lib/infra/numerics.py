@@ -86,10 +86,32 @@ def pinned() -> bool:
     return same_env and _torch_pinned() and _numpy_pinned()
 
 
+def cpu_name(cpuinfo: str) -> str:
+    """The vendor and model of the first processor in ``/proc/cpuinfo``'s text, or ``"unknown"``."""
+    fields = {key.strip(): value for key, value in (line.split(":", 1) for line in cpuinfo.splitlines()[:30]
+                                                     if ":" in line)}
+    name = " ".join(fields.get(key, "").strip() for key in ("vendor_id", "model name")).strip()
+    return name or "unknown"
+
+
+def cpu() -> str:
+    """The CPU vendor and model of this machine (:func:`cpu_name` of ``/proc/cpuinfo``, or ``"unknown"``).
+
+    The pins fix the code paths, not the figures across vendors: MKL's AVX2 branch is reproducible on
+    Intel CPUs only, and on another vendor MKL dispatches by its own rules, so a training run ends with
+    slightly other weights on an AMD CPU than on an Intel one (``docs/decisions.md``, numerics).
+    """
+    path = "/proc/cpuinfo"
+    if not os.path.isfile(path):
+        return "unknown"
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return cpu_name(handle.read(8192))
+
+
 def describe() -> dict[str, str]:
-    """What this process runs on: torch's CPU capability, its threads, and every pinned variable's value."""
+    """What this process runs on: the CPU, torch's CPU capability and threads, and every pinned variable."""
     import torch
 
-    return {"torch.cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"cpu": cpu(), "torch.cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch.threads": str(torch.get_num_threads()),
             **{name: os.environ.get(name, "(unset)") for name in PINNED_ENV}}

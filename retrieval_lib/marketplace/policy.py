@@ -9,6 +9,7 @@ purchase according to their (latent) utility.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,13 +69,17 @@ def fuse_rankings(rankings: list[np.ndarray], depth: int, k: int = RRF_K) -> np.
 
 
 def show_pages(cfg: MarketplaceConfig, latent: LatentTruth, listings: pd.DataFrame, queries: list[str],
-               rng: np.random.Generator, progress: bool = False, extra: np.ndarray | None = None) -> np.ndarray:
+               rng: np.random.Generator, progress: bool = False, extra: np.ndarray | None = None,
+               common: int | None = None, session_ids: np.ndarray | None = None) -> np.ndarray:
     """The result page (``n_sessions x page_size`` listing ids, ``PAD`` for empty slots) of every session.
 
     ``extra`` (``n_sessions x k`` listing ids, best first, ``PAD`` padded) adds a second candidate
     source, as a new retrieval system is added beside the old one: its listings that exist at the
-    request are fused with the lexical ranking (:func:`fuse_rankings`) before the page is cut, and the
-    exploration slots follow exactly as without it (same draws from ``rng``).
+    request are fused with the lexical ranking (:func:`fuse_rankings`) before the page is cut.
+    Exploration slots come from ``rng`` (the world's logs), or, with ``common`` (a seed), from
+    :func:`keyed_exploration` of the sessions' ``session_ids`` (default: row numbers): then two pages
+    for the same sessions explore the same slots with the same listings whatever else they show
+    (common random numbers; ``rng``'s draws would shift after the first page whose empty slots differ).
     """
     n = len(queries)
     if extra is not None and (extra.ndim != 2 or extra.shape[0] != n):
@@ -104,25 +109,69 @@ def show_pages(cfg: MarketplaceConfig, latent: LatentTruth, listings: pd.DataFra
             exists = (more >= 0) & (L["created_day"][np.where(more >= 0, more, 0)] <= intent["day"][rows][:, None])
             page = fuse_rankings([lexical, np.where(exists, more, PAD)], cfg.page_size)
         pages[rows] = page
+    if common is not None:
+        ids = np.arange(n, dtype=np.int64) if session_ids is None else np.asarray(session_ids, dtype=np.int64)
+        if ids.shape != (n,):
+            raise ValueError(f"session_ids must hold one id per session ({n}), got shape {ids.shape}")
+        return keyed_exploration(cfg, latent, pages, ids, common)
     # exploration slots and empty slots: a listing of the product type a query classifier predicts
     explore = (rng.random(pages.shape) < cfg.explore_rate) | (pages == PAD)
     correct = rng.random(n) < cfg.classifier_accuracy
     predicted_type = np.where(correct, intent["type"], rng.integers(L["type"].max() + 1, size=n))
+    return _fill_exploration(latent, pages, explore, predicted_type, lambda rows, cols: rng.random(rows.size))
+
+
+#: Streams of :func:`keyed_uniform` for keyed exploration draws (:func:`simulate_funnel` uses 0 and 1).
+_EXPLORE, _CLASSIFIER, _GUESS, _PICK = 2, 3, 4, 5
+
+
+def keyed_exploration(cfg: MarketplaceConfig, latent: LatentTruth, pages: np.ndarray, session_ids: np.ndarray,
+                      seed: int) -> np.ndarray:
+    """``pages`` with the logging policy's exploration slots, every draw keyed by (seed, request, slot).
+
+    Each slot is an exploration slot with probability ``explore_rate`` (and every empty slot is one);
+    a listing of the product type a query classifier predicts (right with probability
+    ``classifier_accuracy``) takes its place. Every draw is :func:`keyed_uniform` of (seed, request,
+    slot), so two arms over the same requests with the same seed explore the same slots with the same
+    listings whatever their lists hold: their pages differ only where their rankings do.
+    """
+    n, size = pages.shape
+    L = latent.listings
+    sid = np.repeat(np.asarray(session_ids, dtype=np.int64), size).reshape(pages.shape)
+    slot = np.broadcast_to(np.arange(size), pages.shape)
+    explore = (keyed_uniform(seed, _EXPLORE, sid, slot) < cfg.explore_rate) | (pages == PAD)
+    n_types = int(L["type"].max()) + 1
+    right = keyed_uniform(seed, _CLASSIFIER, session_ids, np.zeros(n)) < cfg.classifier_accuracy
+    guess = (keyed_uniform(seed, _GUESS, session_ids, np.zeros(n)) * n_types).astype(np.int64)
+    predicted = np.where(right, latent.intents["type"], guess)
+    return _fill_exploration(latent, pages, explore, predicted,
+                             lambda rows, cols: keyed_uniform(seed, _PICK, sid[rows, cols], cols))
+
+
+def _fill_exploration(latent: LatentTruth, pages: np.ndarray, explore: np.ndarray, predicted_type: np.ndarray,
+                      pick_uniform: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Put a listing of the predicted type (existing at the request) in each ``explore`` slot, once per page.
+
+    ``pick_uniform(rows, cols)`` gives one uniform number per exploration slot, which picks the
+    listing among those of the type.
+    """
+    L, day = latent.listings, latent.intents["day"]
+    pages = pages.copy()
     by_type = [np.flatnonzero(L["type"] == t) for t in range(L["type"].max() + 1)]
     rows, cols = np.nonzero(explore)
     picks = np.empty(rows.size, dtype=np.int64)
-    u = rng.random(rows.size)
+    u = pick_uniform(rows, cols)
     for t in np.unique(predicted_type[rows]):
         sel = predicted_type[rows] == t
         picks[sel] = by_type[t][(u[sel] * by_type[t].size).astype(np.int64)]
-    fresh = L["created_day"][picks] <= intent["day"][rows]
+    fresh = L["created_day"][picks] <= day[rows]
     pages[rows[fresh], cols[fresh]] = picks[fresh]
     # a listing appears at most once per page
     srt = np.sort(pages, axis=1)
     dup_any = (srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)
     for r in np.flatnonzero(dup_any.any(axis=1)):
         _, first = np.unique(pages[r], return_index=True)
-        keep = np.zeros(cfg.page_size, bool)
+        keep = np.zeros(pages.shape[1], bool)
         keep[first] = True
         pages[r] = np.where(keep, pages[r], PAD)
     return pages

@@ -8,7 +8,7 @@ once per arm, and an arm's page is one of:
 * the page the logging policy shows (BM25 x quality, exploration slots; see
   :func:`retrieval_lib.marketplace.policy.show_pages`);
 * the same page composition with another system's candidates fused into the lexical ranking
-  (reciprocal-rank fusion, then the same exploration slots);
+  (reciprocal-rank fusion, then exploration slots drawn per (request, slot));
 * a ranking stage's order of a candidate set, with exploration slots drawn per (request, slot)
   (:func:`ranked_pages`): the fair comparison, the same ranker over lexical candidates in one arm and
   over lexical plus the new source's in the other.
@@ -37,7 +37,7 @@ from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.marketplace import Marketplace
 from retrieval_lib.marketplace.config import MarketplaceConfig
 from retrieval_lib.marketplace.data import LatentTruth
-from retrieval_lib.marketplace.policy import keyed_uniform, show_pages, simulate_funnel
+from retrieval_lib.marketplace.policy import keyed_exploration, show_pages, simulate_funnel
 from retrieval_lib.serving.base import PAD
 
 
@@ -74,7 +74,8 @@ def simulate_arm(world: Marketplace, candidates: np.ndarray | None = None, seed:
                                  labels=latent.labels[rows])
     if ranked is None:
         pages = show_pages(world.config, latent, world.observed.listings, sessions["query"].tolist(),
-                           np.random.default_rng(seed), extra=None if candidates is None else np.asarray(candidates))
+                           np.random.default_rng(seed), extra=None if candidates is None else np.asarray(candidates),
+                           common=seed, session_ids=rows)
     else:
         pages = ranked_pages(world.config, latent, np.asarray(ranked, dtype=np.int64), rows, seed)
     shown = simulate_funnel(world.config, latent, pages, np.random.default_rng(seed), common=seed)
@@ -90,22 +91,15 @@ def simulate_arm(world: Marketplace, candidates: np.ndarray | None = None, seed:
     })
 
 
-#: Streams of :func:`keyed_uniform` for the ranked pages' exploration draws (the funnel uses 0 and 1).
-_EXPLORE, _CLASSIFIER, _GUESS, _PICK = 2, 3, 4, 5
-
-
 def ranked_pages(cfg: MarketplaceConfig, latent: LatentTruth, ranked: np.ndarray, session_ids: np.ndarray,
                  seed: int) -> np.ndarray:
     """Pages from a ranking stage's lists, with the logging policy's exploration slots, keyed draws only.
 
-    The page is the first ``page_size`` listings of ``ranked`` that exist at the request; each slot is
-    an exploration slot with probability ``explore_rate`` (and every empty slot is one), where a listing
-    of the product type a query classifier predicts (right with probability ``classifier_accuracy``)
-    takes the place, as on the policy's pages. Every draw is :func:`keyed_uniform` of (seed, request,
-    slot), so two arms over the same requests with the same seed explore the same slots with the same
-    listings whatever their lists hold: their pages differ only where their rankings do (common random
-    numbers that hold; the funnel's draws are keyed by the request's row, so compare arms over the same
-    requests).
+    The page is the first ``page_size`` listings of ``ranked`` that exist at the request; the
+    exploration slots are :func:`~retrieval_lib.marketplace.policy.keyed_exploration`'s, drawn per
+    (seed, request, slot), so two arms over the same requests with the same seed explore the same slots
+    with the same listings whatever their lists hold: their pages differ only where their rankings do
+    (the funnel's draws are keyed by the request's row, so compare arms over the same requests).
     """
     n = len(session_ids)
     if ranked.ndim != 2 or ranked.shape[0] != n:
@@ -118,28 +112,7 @@ def ranked_pages(cfg: MarketplaceConfig, latent: LatentTruth, ranked: np.ndarray
     pages = np.where(np.take_along_axis(exists, order, axis=1), np.take_along_axis(ranked, order, axis=1), PAD)
     if pages.shape[1] < cfg.page_size:
         pages = np.pad(pages, ((0, 0), (0, cfg.page_size - pages.shape[1])), constant_values=PAD)
-    sid = np.repeat(np.asarray(session_ids, dtype=np.int64), cfg.page_size).reshape(pages.shape)
-    slot = np.broadcast_to(np.arange(cfg.page_size), pages.shape)
-    explore = (keyed_uniform(seed, _EXPLORE, sid, slot) < cfg.explore_rate) | (pages == PAD)
-    n_types = int(L["type"].max()) + 1
-    right = keyed_uniform(seed, _CLASSIFIER, session_ids, np.zeros(n)) < cfg.classifier_accuracy
-    guess = (keyed_uniform(seed, _GUESS, session_ids, np.zeros(n)) * n_types).astype(np.int64)
-    predicted = np.where(right, latent.intents["type"], guess)
-    by_type = [np.flatnonzero(L["type"] == t) for t in range(n_types)]
-    rows, cols = np.nonzero(explore)
-    u = keyed_uniform(seed, _PICK, sid[rows, cols], cols)
-    picks = np.empty(rows.size, dtype=np.int64)
-    for t in np.unique(predicted[rows]):
-        sel = predicted[rows] == t
-        picks[sel] = by_type[t][(u[sel] * by_type[t].size).astype(np.int64)]
-    fresh = L["created_day"][picks] <= day[rows]
-    pages[rows[fresh], cols[fresh]] = picks[fresh]
-    for r in np.flatnonzero([np.unique(p[p >= 0]).size < (p >= 0).sum() for p in pages]):
-        _, first = np.unique(pages[r], return_index=True)  # a listing appears at most once per page
-        keep = np.zeros(cfg.page_size, bool)
-        keep[first] = True
-        pages[r] = np.where(keep, pages[r], PAD)
-    return pages
+    return keyed_exploration(cfg, latent, pages, np.asarray(session_ids, dtype=np.int64), seed)
 
 
 @dataclass(frozen=True)
