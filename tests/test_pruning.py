@@ -9,6 +9,7 @@ from retrieval_lib.serving.pruning import (
     prune,
     pruning_curve,
     pruning_effect,
+    removed_at_keep,
     threshold_against_top_n,
     threshold_for_retention,
 )
@@ -85,6 +86,16 @@ def test_pruning_curve_reports_every_segment_at_one_global_threshold():
     assert full.loc["all", "labels_kept"] == 1.0 and full.loc["all", "removed"] == pytest.approx(1 / 7)
     with pytest.raises(ValueError, match="segment"):
         pruning_curve(SCORES, HITS, segments=np.array(["head"]))
+
+
+def test_removed_at_keep_by_hand():
+    out = removed_at_keep(SCORES, HITS, np.array(["head", "tail"]), keep=0.5)
+    # one global threshold, 0.8: head loses 0.4 and 0.1, tail all three of its candidates
+    assert out["removed.all"] == pytest.approx(5 / 7)
+    assert out["removed.head"] == pytest.approx(2 / 4) and out["removed.tail"] == pytest.approx(1.0)
+    # relative to each query's best: labels at -0.1 and -0.3, threshold -0.1 removes -0.5, -0.8, -0.2, -0.3
+    assert out["removed_relative"] == pytest.approx(4 / 7)
+    assert set(out) == {"removed.all", "removed.head", "removed.tail", "removed_relative"}
 
 
 def test_removed_share_grows_as_fewer_labels_are_kept():

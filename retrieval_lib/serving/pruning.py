@@ -163,3 +163,21 @@ def threshold_against_top_n(scores: np.ndarray, hits: np.ndarray, thresholds: Se
         rows.append({"threshold": float(t), "mean_length": mean_length, "recall": float(by_threshold.mean()),
                      "top_n": n, "top_n_recall": float(by_top_n.mean())})
     return pd.DataFrame(rows)
+
+
+def removed_at_keep(scores: np.ndarray, hits: np.ndarray, segments: Sequence[str] | np.ndarray,
+                    keep: float = 0.95) -> dict[str, float]:
+    """What one global threshold keeping ``keep`` of the labels removes: all queries, each segment, relative.
+
+    ``removed.<segment>`` (and ``removed.all``) are :func:`pruning_curve`'s shares of candidates
+    removed at ``keep``; ``removed_relative`` is the same for a threshold on each query's scores minus
+    its own best score (a per-query offset, observable), which shows whether calibrating each query
+    alone would do what a well-calibrated score does globally. The figures a seed study records per
+    run, so that a claim about a loss's pruning rests on several seeds.
+    """
+    curve = pruning_curve(scores, hits, segments, (keep,))
+    out = {f"removed.{row.segment}": float(row.removed) for row in curve.itertuples()}
+    scores, hits = _check(scores, hits)
+    shifted = scores - scores[:, :1]
+    out["removed_relative"] = pruning_effect(shifted, hits, threshold_for_retention(shifted, hits, keep))[1]
+    return out
