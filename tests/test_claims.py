@@ -26,6 +26,21 @@ def r(built_book):
 
 # --- preface: the same numbers on every machine ----------------------------------------------------
 
+
+def assert_study_agrees(r, key):
+    """The committed study ran the code on disk, and this build repeats its seed-0 row.
+
+    Exactly where the study was made on this kind of CPU; within the study's seed-to-seed range on
+    another, where MKL's vendor-specific code paths change every training step's last digits
+    (``record_agreement``, ``docs/decisions.md``).
+    """
+    assert r[f"{key}.current"] == 1, f"{key}: the library code changed since the study ran; rerun it"
+    if r[f"{key}.made_here"] == 1:
+        assert r[f"{key}.reproduced"] == 1, f"{key}: made on this kind of CPU, but not reproduced exactly"
+    else:
+        assert r[f"{key}.consistent"] == 1, f"{key}: made on another CPU, and further from it than seeds are"
+    assert r[f"{key}.agrees"] == 1
+
 def test_the_book_ran_on_the_pinned_code_paths_wherever_they_exist(r):
     # "On any x86-64 processor with AVX2 ... the book's figures then come out identical": the build's
     # kernels ran pinned exactly when this machine can pin them (the tests' own process shows it)
@@ -247,7 +262,7 @@ def test_pretraining_on_the_archive_helps_tail_queries(r):
     key = "multiboot.pretraining.recall@100"
     # issue 25: over at least five paired seeds, the build reproducing the study's seed-0 row
     assert r["multiboot.pretraining.n_seeds"] >= 5
-    assert r["transformer.seed_study.current"] == 1 and r["transformer.seed_study.reproduced"] == 1
+    assert_study_agrees(r, "transformer.seed_study")
     # "lifts tail-query recall@100 by ... (95 per cent interval ... to ...), and every seed agrees";
     # "Overall the gain is ... (interval ...)": both above 0, over seeds and buyers
     assert r[f"{key}.tail.ci_low"] > 0 and r[f"{key}.all.ci_low"] > 0
@@ -262,8 +277,7 @@ def test_pretraining_on_the_archive_helps_tail_queries(r):
 def test_the_pretrained_encoder_study_is_current_reproduced_and_has_five_seeds(r):
     # issue 28: intervals over seeds and buyers; the build reproduces the study's seed-0 row, every arm
     assert r["multiboot.pretrained_encoder.n_seeds"] >= 5
-    assert r["pretrained_encoder.seed_study.current"] == 1
-    assert r["pretrained_encoder.seed_study.reproduced"] == 1
+    assert_study_agrees(r, "pretrained_encoder.seed_study")
     assert r["pretrained_encoder.seed_study.same_gap_slice"] == 1
 
 
@@ -375,7 +389,7 @@ ABLATION_KEY = "multiboot.{}.recall@100.{}"
 
 def test_the_ablation_study_is_current_reproduced_and_has_five_seeds(r):
     assert r["multiboot.ablations.n_seeds"] >= 5
-    assert r["ablation.seed_study.current"] == 1 and r["ablation.seed_study.reproduced"] == 1
+    assert_study_agrees(r, "ablation.seed_study")
 
 
 def test_location_and_transformer_cost_overall_terms_on_tail_graph_and_history_nothing(r):
@@ -497,9 +511,10 @@ def test_the_moving_average_is_adopted_on_logged_validation_and_the_seed_noise_s
 def test_the_seed_study_ran_the_code_on_disk_and_this_build_reproduces_it(r):
     # "the build checks that the code is unchanged and that its own seed-0 runs above reproduce the
     # study's seed-0 row exactly"
-    assert r["unified.seed_study.current"] == 1
-    assert r["unified.seed_study.reproduced"] == 1
-    assert r["personalization.seed_study.reproduced"] == 1
+    assert_study_agrees(r, "unified.seed_study")
+    assert_study_agrees(r, "personalization.seed_study")
+    if r["personalization.seed_study.made_here"] == 1:
+        assert r["personalization.seed_study.same_weight"] == 1
     assert r["unified.seeds.n"] >= 10  # issue 25: at least ten paired seeds for the history and the graph
 
 
@@ -632,7 +647,7 @@ NEGATIVES_KEY = "multiboot.negatives.{}.recall@100.{}"
 def test_the_negatives_study_is_current_reproduced_and_has_five_seeds(r):
     # issue 25: at least five paired seeds; the build's seed-0 runs reproduce the study's row
     assert r["multiboot.negatives.n_seeds"] >= 5
-    assert r["negatives.seed_study.current"] == 1 and r["negatives.seed_study.reproduced"] == 1
+    assert_study_agrees(r, "negatives.seed_study")
 
 
 def test_every_way_of_adding_negatives_beats_in_batch_alone(r):
@@ -701,7 +716,7 @@ LOSS_KEY = "multiboot.losses.{}.recall@100.{}"
 
 def test_the_losses_study_is_current_reproduced_and_has_five_seeds(r):
     assert r["multiboot.losses.n_seeds"] >= 5
-    assert r["loss.seed_study.current"] == 1 and r["loss.seed_study.reproduced"] == 1
+    assert_study_agrees(r, "loss.seed_study")
 
 
 def test_the_hinge_costs_recall_overall_and_on_head_not_on_tail(r):
@@ -871,7 +886,7 @@ BOOST_KEY = "multiboot.boosting.{}.recall@100.{}"
 def test_additive_boosting_beats_no_boosting_over_the_seeds(r):
     # issue 14's acceptance, over at least five paired seeds (issue 25); the build reproduces seed 0
     assert r["multiboot.boosting.n_seeds"] >= 5
-    assert r["boosting.seed_study.current"] == 1 and r["boosting.seed_study.reproduced"] == 1
+    assert_study_agrees(r, "boosting.seed_study")
     assert r[BOOST_KEY.format("additive_minus_none", "all") + ".ci_low"] > 0
     # "and it helps at every seed": the smallest per-seed gain, and this build's run, are above 0
     assert r["boosting.additive.recall@100.all"] > r["boosting.none.recall@100.all"]

@@ -126,6 +126,22 @@ def test_the_committed_reference_names_its_command_and_holds_deterministic_figur
     assert len(figures) > 100 and figures["_meta"]["preset"] == "tiny"
     assert not [k for k in figures if k.endswith(("_seconds", "_ms", "qps", "ms_per_query"))]
     assert body["made_on"]["cpu"] != "unknown"  # the vendor decides MKL's code path
+    # the figures another CPU vendor must repeat: a real share, among them the world's and BM25's
+    free = body["vendor_free"]
+    assert set(free) <= set(figures) and len(free) > 300
+    assert any(k.startswith("marketplace.") for k in free) and any(k.startswith("bm25.") for k in free)
+
+
+def test_canary_figures_are_all_on_the_references_cpu_and_the_vendor_free_ones_elsewhere(tmp_path, monkeypatch):
+    path = tmp_path / "reference.json"
+    chapters.write_reference({"a.x": 1.0, "b.y": 2, "c.train_seconds": 3.0, "_meta": {"preset": "tiny"}}, path,
+                             ["a.x"])
+    figures, every = chapters.canary_figures(path)
+    assert every and figures == {"a.x": 1.0, "b.y": 2, "_meta": {"preset": "tiny"}}  # timings left out
+    monkeypatch.setattr(numerics, "cpu", lambda: "AuthenticAMD AMD EPYC 9R14 (a test)")
+    assert chapters.canary_figures(path) == ({"a.x": 1.0}, False)
+    with pytest.raises(ValueError, match="vendor-free keys"):
+        chapters.write_reference({"a.x": 1.0}, path, ["z.z"])
 
 
 def test_cpu_name_reads_vendor_and_model():

@@ -1,6 +1,7 @@
 """Seed studies on disk: collected from evaluations, saved and loaded unchanged, stamped with the code digest."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 from retrieval_lib.evaluation.offline import EvaluationResult
 from retrieval_lib.evaluation.seed_study import SeedStudy
 from retrieval_lib.evaluation.uncertainty import paired_bootstrap
+from retrieval_lib.infra import numerics
 from retrieval_lib.infra.cache import source_digest
 
 MODULES = ("retrieval_lib.evaluation.metrics",)
@@ -46,8 +48,9 @@ def test_save_and_load_round_trip_exactly(tmp_path):
     path = tmp_path / "data" / "toy.json"
     study.save(path)
     loaded = SeedStudy.load(path)
-    assert (loaded.name, loaded.command, loaded.preset, loaded.digest, loaded.extra) == (
-        study.name, study.command, study.preset, study.digest, study.extra)
+    assert (loaded.name, loaded.command, loaded.preset, loaded.digest, loaded.extra, loaded.made_on) == (
+        study.name, study.command, study.preset, study.digest, study.extra, study.made_on)
+    assert loaded.made_on["cpu"] == numerics.cpu() and loaded.made_here()
     pd.testing.assert_frame_equal(loaded.sessions, study.sessions)
     for arm in study.arms:
         for seed in study.seeds:
@@ -92,6 +95,7 @@ def test_the_committed_seed_studies_ran_the_code_on_disk():
     for study in studies:
         assert study.is_current(), f"{study.name} is stale: rerun `.venv/bin/python {study.command}`"
         assert study.preset == "book" and len(study.seeds) >= 5, study.name
+        assert study.made_on.get("cpu", "unknown") != "unknown", f"{study.name} does not say which CPU made it"
         script = data.parents[1] / study.command.split()[0]
         assert script.is_file() and script.parent.name == "benchmarks", study.command
 
@@ -185,6 +189,45 @@ def test_reproduces_is_an_exact_per_session_match_of_one_seeds_row():
     assert rounded.reproduces({"a": _result([1 / 3, 0.0, 1.0, 1.0])})
     with pytest.raises(KeyError):
         study.reproduces({"c": _result([1.0, 0.0, 1.0, 1.0])})
+
+
+def test_consistent_allows_a_run_as_far_from_its_seed_as_the_seeds_are_from_each_other():
+    study = _study()  # arm a: seed 0 mean 0.75, seed 1 mean 0.375, so a range of 0.375
+    assert study.consistent({"a": _result([1.0, 0.0, 1.0, 1.0])})  # its own row
+    assert study.consistent({"a": _result([1.0, 1.0, 1.0, 1.0])})  # 0.25 away
+    assert study.consistent({"a": _result([0.5, 0.0, 0.5, 0.5])})  # 0.375 away: the edge
+    assert not study.consistent({"a": _result([0.0, 0.0, 1.0, 0.0])})  # 0.5 away
+    assert not study.consistent({"a": _result([1.0, 1.0, 1.0, 1.0])}, seed=1)  # 0.625 from seed 1
+    # other sessions, a seed the study lacks, nothing to check, an arm it lacks
+    assert not study.consistent({"a": _result([1.0, 0.0, 1.0, 1.0], sessions=(10, 11, 13, 12))})
+    assert not study.consistent({"a": _result([1.0, 0.0, 1.0, 1.0])}, seed=5)
+    assert not study.consistent({})
+    with pytest.raises(KeyError):
+        study.consistent({"c": _result([1.0, 0.0, 1.0, 1.0])})
+
+
+def test_record_agreement_asks_for_exact_reproduction_only_on_the_studys_kind_of_cpu(tmp_path, monkeypatch):
+    from retrieval_lib.evaluation.seed_study import record_agreement
+    from retrieval_lib.infra import results
+
+    path = tmp_path / "results.json"
+    monkeypatch.setenv(results.RESULTS_ENV, str(path))
+    monkeypatch.setattr(results, "_bound", {"preset": "tiny", "world": "toy"})
+    here = _study()
+    elsewhere = replace(here, made_on={**here.made_on, "cpu": "AuthenticAMD AMD EPYC 9R14 (a test)"})
+    exact = {"a": _result([1.0, 0.0, 1.0, 1.0]), "b": _result([0.0, 0.0, 1.0, 0.0])}
+    close = {"a": _result([1.0, 1.0, 1.0, 1.0]), "b": _result([0.0, 0.0, 1.0, 0.25])}
+    cases = [(here, exact, "tiny", True), (here, close, "tiny", False),  # here: exact or nothing
+             (elsewhere, close, "tiny", True), (elsewhere, exact, "tiny", True),  # elsewhere: within noise
+             (elsewhere, {"a": _result([0.0, 0.0, 0.0, 0.0])}, "tiny", False),  # too far
+             (here, exact, "book", False)]  # another preset's study says nothing of this build
+    for i, (study, runs, preset, agrees) in enumerate(cases):
+        assert record_agreement(study, runs, f"k{i}", preset) is agrees, i
+    recorded = results.load(path)
+    assert [recorded[f"k{i}.agrees"] for i in range(len(cases))] == [1, 0, 1, 1, 0, 0]
+    assert (recorded["k0.made_here"], recorded["k2.made_here"]) == (1, 0)
+    assert (recorded["k2.reproduced"], recorded["k2.consistent"], recorded["k3.reproduced"]) == (0, 1, 1)
+    assert all(recorded[f"k{i}.current"] == 1 for i in range(len(cases)))
 
 
 def test_record_comparison_records_every_multi_bootstrap_figure(tmp_path, monkeypatch):

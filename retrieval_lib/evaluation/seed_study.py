@@ -129,14 +129,13 @@ class SeedStudy:
         The check for a build on another kind of CPU, where :meth:`reproduces` cannot hold: each arm's
         mean ``metric`` may differ from the study's run at ``seed`` by at most the range of the arm's
         means over the study's seeds (so a run is as far from its own seed as seeds are from each
-        other, and no further). False for other sessions or arms.
+        other, and no further). False for other sessions; a ``KeyError`` for an arm the study lacks.
         """
         if seed not in self.seeds or not runs:
             return False
         for arm, run in runs.items():
             per = run.per_session
-            if arm not in self.values or not np.array_equal(per["session_id"].to_numpy(),
-                                                              self.sessions["session_id"].to_numpy()):
+            if not np.array_equal(per["session_id"].to_numpy(), self.sessions["session_id"].to_numpy()):
                 return False
             means = np.array([v.mean() for v in self.values[arm].values()])
             if abs(per[self.metric].to_numpy(dtype=float).mean() - self.values[arm][seed].mean()) > np.ptp(means):
@@ -210,6 +209,30 @@ def book_study(name: str, directory: str | Path | None = None) -> SeedStudy:
     state = "unchanged" if study.is_current() else "CHANGED since it ran: rerun the study"
     print(f"{study.command}: {study.preset} preset, seeds {study.seeds}; library code {state}")
     return study
+
+
+def record_agreement(study: SeedStudy, runs: dict[str, EvaluationResult], key: str, preset: str,
+                     seed: int = 0) -> bool:
+    """Record whether this build's own runs at ``seed`` agree with the committed ``study``, under ``key``.
+
+    ``runs`` maps arms to this build's evaluations; ``preset`` is the build's. Records ``<key>.current``
+    (the study ran the library code on disk), ``<key>.made_here`` (it ran on this machine's kind of CPU),
+    ``<key>.reproduced`` (the runs equal its row exactly), ``<key>.consistent`` (each arm's mean within
+    the study's seed range, :meth:`SeedStudy.consistent`) and ``<key>.agrees``: current, on the same
+    preset, and reproduced where the study was made on this kind of CPU, consistent elsewhere. A
+    training run repeats its last digits only on the CPU vendor it ran on (MKL picks its code path by
+    vendor), so exact reproduction is what a build on the study's CPU must show, and agreement within
+    seed noise what a build on another CPU can show. Returns ``agrees``.
+    """
+    same_preset = study.preset == preset
+    figures = {"current": study.is_current(), "made_here": study.made_here(),
+               "reproduced": same_preset and study.reproduces(runs, seed),
+               "consistent": same_preset and study.consistent(runs, seed)}
+    figures["agrees"] = figures["current"] and (figures["reproduced"] if figures["made_here"]
+                                                else figures["consistent"])
+    for name, value in figures.items():
+        results.record(f"{key}.{name}", int(value))
+    return figures["agrees"]
 
 
 def record_comparison(study: SeedStudy, a: str, b: str, group: str, key: str) -> MultiBootstrapDifference:
