@@ -794,24 +794,20 @@ def test_a_threshold_set_on_logged_purchases_keeps_fewer_labels_than_it_targets(
 
 
 def test_at_the_logged_choice_no_threshold_beats_a_top_n_list_of_the_same_mean_length(r):
-    # "level" for the hinge and the pairwise model, "costs recall" for the softmax
-    for loss in ("hinge", "pairwise"):
-        assert r[f"prune.{loss}.cut.threshold_minus_top_n_ci_low"] < 0 < r[
-            f"prune.{loss}.cut.threshold_minus_top_n_ci_high"], loss
-    assert r["prune.softmax.cut.threshold_minus_top_n_ci_high"] < 0
+    # "No threshold beats its top N there: every interval reaches below 0" (which is level and which
+    # costs recall changes from one trained model to the next, so the prose claims neither)
+    for loss in LOSSES:
+        assert r[f"prune.{loss}.cut.threshold_minus_top_n_ci_low"] < 0, loss
     for loss in LOSSES:
         assert abs(r[f"prune.{loss}.cut.mean_length"] - r[f"prune.{loss}.cut.top_n"]) <= 0.5, loss
 
 
-def test_at_long_lists_every_threshold_beats_its_top_n_and_the_hinges_by_most(r):
-    # "every threshold beats the top N of the same mean length, and the hinge's by most"
+def test_at_long_lists_every_threshold_beats_its_top_n(r):
+    # "every threshold beats the top N of the same mean length" (no order among the losses: one
+    # trained model each, see the prose)
     for loss in LOSSES:
         assert r[f"prune.{loss}.cut95.threshold_minus_top_n_ci_low"] > 0, loss
         assert r[f"prune.{loss}.cut95.mean_length"] > r[f"prune.{loss}.cut.mean_length"], loss  # "lower"
-    for loss in ("softmax", "pairwise"):
-        assert r["prune.hinge.cut95.threshold_minus_top_n_ci_low"] > r[
-            f"prune.{loss}.cut95.threshold_minus_top_n_ci_high"], loss
-        assert r["prune.hinge.cut.max_edge_from_10"] > r[f"prune.{loss}.cut.max_edge_from_10"], loss
 
 
 def test_the_recall_at_the_hinges_length_is_each_models_top_n_there(r):
@@ -833,10 +829,10 @@ def test_the_chosen_hnsw_setting_returns_99_percent_of_the_exact_top_100(r):
 
 
 def test_hnsw_saves_a_small_time_on_our_small_catalogue(r):
-    # "a saving of ... ms per request, small": under half a millisecond, and exact search not even three
-    # times as slow (at this size the two are close enough that the ratio moves from run to run)
+    # "a saving of ... ms per request, small": under half a millisecond (the ratio moves from run to run
+    # and from CPU to CPU, 2.5 to 4 times, so the prose quotes it and claims no bound)
     ratio, saved = r["ann.exact_over_hnsw_time_ratio"], r["ann.hnsw.saved_ms"]
-    assert ratio == pytest.approx(r["ann.exact.ms_per_query"] / r["ann.hnsw.ms_per_query"]) and ratio < 3
+    assert ratio == pytest.approx(r["ann.exact.ms_per_query"] / r["ann.hnsw.ms_per_query"]) and ratio > 1
     assert saved == pytest.approx(r["ann.exact.ms_per_query"] - r["ann.hnsw.ms_per_query"]) and saved < 0.5
 
 
@@ -865,9 +861,9 @@ def test_the_tuner_explores_large_weights_first_then_settles_on_small_ones(r):
     assert r["boosting.valid_recall.tuned"] - r["boosting.late_trials.mean_value"] < 0.01
     # "Here it gives rating ... the largest weight, then shop sales ... and reviews ..., and freshness
     # almost none"
-    w = {name: r[f"boosting.w.{name}"] for name in ("rating", "reviews", "freshness", "shop_sales")}
-    assert sorted(w, key=w.get, reverse=True) == ["rating", "shop_sales", "reviews", "freshness"]
-    assert w["freshness"] < 0.1 * w["rating"]
+    # the weights themselves are one good point of a flat region: the prose quotes them, claims no order
+    w = [r[f"boosting.w.{name}"] for name in ("rating", "reviews", "freshness", "shop_sales")]
+    assert all(0 <= x <= r["boosting.w_max"] for x in w)
 
 
 def test_the_tuners_largest_weight_goes_to_rating_or_reviews_and_changes_with_the_seed(r):
@@ -1066,12 +1062,9 @@ def test_a_split_test_is_wider_than_the_paired_comparison_and_still_sees_the_lif
     assert r["abtest.split.ci_low"] > 0
 
 
-def test_the_lift_is_clear_on_head_and_tail_queries_alike_and_not_established_on_torso(r):
+def test_the_lift_is_clear_on_head_and_tail_queries_and_not_established_on_torso(r):
     for seg in ("head", "tail"):
         assert r[f"abtest.lift.{seg}.ci_low"] > 0, seg
-    # "whose intervals overlap"
-    assert r["abtest.lift.head.ci_low"] < r["abtest.lift.tail.ci_high"]
-    assert r["abtest.lift.tail.ci_low"] < r["abtest.lift.head.ci_high"]
     assert r["abtest.lift.torso.ci_low"] < 0 < r["abtest.lift.torso.ci_high"]
     # "The ranker takes the new candidates on every segment ..., on tail queries, where lexical
     # retrieval misses most" (the tail's share is the largest)
