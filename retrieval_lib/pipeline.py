@@ -5,8 +5,9 @@ settings the book chose on the validation window:
 
 1. the engagement graph's node2vec vectors (chapter 3), the listing tokenizer and the doc2query
    pre-trained encoder (chapter 5), and the unified model's features (chapter 6);
-2. the unified model with in-batch plus uniform negatives and the softmax loss (chapter 7's ``uniform``
-   recipe; neither the curriculum of chapter 7 nor the hinge loss of chapter 8 beat it on validation);
+2. the unified model with the negatives and loss of :data:`SERVED_RECIPE`, the pair that passes the
+   most logged validation purchases at the ranker's candidate budget (``benchmarks/served_choice.py``,
+   committed as ``book/data/served_choice.json``; a test keeps the two in step);
 3. the boosting weights ``w``, tuned on the validation window's logged purchases (chapter 9);
 4. an HNSW index over the hydrated listing vectors with the MIPS-to-L2 reduction, at the smallest
    setting that returns 99 per cent of the exact boosted top 100 on validation requests (chapter 9).
@@ -45,11 +46,17 @@ from retrieval_lib.serving.boosting import (
 )
 from retrieval_lib.serving.search import Retriever
 from retrieval_lib.training.curriculum import negative_recipes
-from retrieval_lib.training.losses import SoftmaxLoss
+from retrieval_lib.training.losses import BOOK_HINGE, BOOK_PAIRWISE, Loss, SoftmaxLoss
 from retrieval_lib.training.pairs import engaged_pairs, validation_pairs
 from retrieval_lib.training.pretraining import ENCODER_CONFIG, PRETRAIN_CONFIG, doc2query_model, listing_tokenizer
 from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 from retrieval_lib.training.trainer import steps_per_epoch
+
+#: The book's losses by name: chapter 6's softmax and chapter 8's pairwise margin and multi-part hinge.
+LOSSES: dict[str, Loss] = {"softmax": SoftmaxLoss(), "pairwise": BOOK_PAIRWISE, "hinge": BOOK_HINGE}
+#: What the system serves, (chapter 7's negative recipe, a loss of :data:`LOSSES`), cut at a fixed
+#: depth: chosen on the validation window's logged purchases (``benchmarks/served_choice.py``).
+SERVED_RECIPE: tuple[str, str] = ("uniform", "softmax")
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,9 @@ def served_model(world: Marketplace, progress: bool = False) -> tuple[UnifiedMod
                                    progress=progress)
     features = UnifiedFeatures.build(observed, tokenizer, doc2query.encoder, graph)
     per_epoch = steps_per_epoch(len(engaged_pairs(observed, "train")), UNIFIED_TRAIN_CONFIG.batch_size)
-    negatives, schedule = negative_recipes(per_epoch)["uniform"]
-    model, _ = unified_model(features, fingerprint, UnifiedConfig(), UNIFIED_TRAIN_CONFIG, loss=SoftmaxLoss(),
+    recipe, loss = SERVED_RECIPE
+    negatives, schedule = negative_recipes(per_epoch)[recipe]
+    model, _ = unified_model(features, fingerprint, UnifiedConfig(), UNIFIED_TRAIN_CONFIG, loss=LOSSES[loss],
                              negatives=negatives, schedule=schedule, progress=progress)
     return model, features
 
