@@ -1,11 +1,15 @@
 """The whole system in one call, and the served Retriever's two calls (boosted, levels, exact re-ranking)."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from retrieval_lib.pipeline import SystemConfig, build_system
+from retrieval_lib.infra.cache import source_digest
+from retrieval_lib.pipeline import LOSSES, SERVED_RECIPE, SystemConfig, build_system
 from retrieval_lib.serving.ann import HNSWIndex
 from retrieval_lib.serving.boosting import hydrate_queries
 from retrieval_lib.serving.exact import exact_top_k
@@ -20,6 +24,19 @@ def test_build_system_serves_the_boosted_model_and_loads_from_the_cache(tiny_wor
     again = build_system(tiny_world)  # every piece cached: same choice, same answers
     assert again.choice == choice
     pd.testing.assert_frame_equal(again.search("necklace", top_n=7), tiny_system.search("necklace", top_n=7))
+
+
+def test_the_system_serves_the_recipe_chosen_on_logged_purchases():
+    """``pipeline.SERVED_RECIPE`` is the best (recipe, loss, cut) of ``benchmarks/served_choice.py`` on the book."""
+    data = json.loads((Path(__file__).resolve().parents[1] / "book" / "data" / "served_choice.json").read_text())
+    assert data["digest"] == source_digest(tuple(data["modules"])), f"stale: rerun `.venv/bin/python {data['command']}`"
+    assert data["preset"] == "book" and data["valid_purchases"] > 1_000 and len(data["rows"]) >= 6
+    best = max((row[f"{cut}_recall"], row["recipe"], row["loss"], cut)
+               for row in data["rows"] for cut in ("top_n", "threshold"))
+    choice = data["choice"]
+    assert (choice["logged_recall"], choice["recipe"], choice["loss"], choice["cut"]) == best
+    assert (choice["recipe"], choice["loss"]) == SERVED_RECIPE and SERVED_RECIPE[1] in LOSSES
+    assert choice["cut"] == "top_n", "the pipeline serves a fixed depth; a threshold won: serve it"
 
 
 def test_system_config_validation():
