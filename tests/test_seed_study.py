@@ -195,9 +195,17 @@ def test_consistent_allows_a_run_as_far_from_its_seed_as_the_seeds_are_from_each
     study = _study()  # arm a: seed 0 mean 0.75, seed 1 mean 0.375, so a range of 0.375
     assert study.consistent({"a": _result([1.0, 0.0, 1.0, 1.0])})  # its own row
     assert study.consistent({"a": _result([1.0, 1.0, 1.0, 1.0])})  # 0.25 away
-    assert study.consistent({"a": _result([0.5, 0.0, 0.5, 0.5])})  # 0.375 away: the edge
-    assert not study.consistent({"a": _result([0.0, 0.0, 1.0, 0.0])})  # 0.5 away
-    assert not study.consistent({"a": _result([1.0, 1.0, 1.0, 1.0])}, seed=1)  # 0.625 from seed 1
+    # seed 0's standard error is 0.5 / 2 = 0.25, so two of them (0.5) allow more than the range
+    assert study.consistent({"a": _result([0.0, 0.0, 1.0, 0.0])})  # 0.5 away: the edge
+    assert not study.consistent({"a": _result([0.0, 0.0, 0.0, 0.0])})  # 0.75 away
+    # seed 1 (values 0, 0, 1, 0.5): two standard errors 0.479, more than the range too
+    assert not study.consistent({"a": _result([1.0, 1.0, 1.0, 1.0])}, seed=1)  # 0.625 away
+    assert study.consistent({"a": _result([1.0, 0.5, 0.5, 0.5])}, seed=1)  # 0.25 away
+    # a seed-free arm (the same values at every seed) has no range: its standard error decides
+    flat = SeedStudy.collect("f", "c", "tiny", MODULES, {"z": {0: _result([1.0, 0.0, 1.0, 1.0]),
+                                                               1: _result([1.0, 0.0, 1.0, 1.0])}})
+    assert flat.consistent({"z": _result([1.0, 0.0, 0.0, 1.0])})  # 0.25 away, within 0.5
+    assert not flat.consistent({"z": _result([0.0, 0.0, 0.0, 0.0])})
     # other sessions, a seed the study lacks, nothing to check, an arm it lacks
     assert not study.consistent({"a": _result([1.0, 0.0, 1.0, 1.0], sessions=(10, 11, 13, 12))})
     assert not study.consistent({"a": _result([1.0, 0.0, 1.0, 1.0])}, seed=5)
@@ -219,7 +227,8 @@ def test_record_agreement_asks_for_exact_reproduction_only_on_the_studys_kind_of
     close = {"a": _result([1.0, 1.0, 1.0, 1.0]), "b": _result([0.0, 0.0, 1.0, 0.25])}
     cases = [(here, exact, "tiny", True), (here, close, "tiny", False),  # here: exact or nothing
              (elsewhere, close, "tiny", True), (elsewhere, exact, "tiny", True),  # elsewhere: within noise
-             (elsewhere, {"a": _result([0.0, 0.0, 0.0, 0.0])}, "tiny", False),  # too far
+             (elsewhere, {"a": _result([0.0, 0.0, 0.0, 0.0]), "b": _result([0.0, 0.0, 1.0, 0.0])}, "tiny",
+              False),  # a too far
              (here, exact, "book", False)]  # another preset's study says nothing of this build
     for i, (study, runs, preset, agrees) in enumerate(cases):
         assert record_agreement(study, runs, f"k{i}", preset) is agrees, i
