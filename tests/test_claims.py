@@ -721,48 +721,60 @@ def test_the_losses_study_is_current_reproduced_and_has_five_seeds(r):
 
 def test_the_hinge_costs_recall_overall_and_on_head_not_on_tail(r):
     # issue 13 expected hinge recall not worse than softmax beyond the CI; in our world it is worse,
-    # over seeds and buyers: "on all queries it trails the softmax ...; the shortfall is on head
-    # queries (..., and about the same at every seed); on tail queries the hinge is level"
+    # over seeds and buyers: "on all queries it trails the softmax ...; the shortfall is largest on
+    # head queries (...; behind at every seed ...); on tail queries the hinge is level"
+    assert r[LOSS_KEY.format("hinge_minus_softmax", "head") + ".mean"] < r[
+        LOSS_KEY.format("hinge_minus_softmax", "all") + ".mean"]
     assert r[LOSS_KEY.format("hinge_minus_softmax", "all") + ".ci_high"] < 0
     assert r[LOSS_KEY.format("hinge_minus_softmax", "head") + ".ci_high"] < 0
-    assert r["loss.seeds.hinge_minus_softmax.head.max"] < 0
-    assert r["loss.seeds.hinge_minus_softmax.head.max"] - r["loss.seeds.hinge_minus_softmax.head.min"] < 0.01
+    assert r["loss.seeds.hinge_minus_softmax.head.max"] < 0  # "behind at every seed"
     tail = LOSS_KEY.format("hinge_minus_softmax", "tail")
     assert r[f"{tail}.ci_low"] < 0 < r[f"{tail}.ci_high"]
 
 
-def test_the_pairwise_loss_falls_behind_about_as_much_as_the_hinge_and_on_every_segment(r):
-    # "The pairwise margin loss falls behind the softmax too, by about as much overall"
+def test_the_pairwise_loss_falls_behind_by_less_than_the_hinge_and_on_every_segment(r):
+    # "The pairwise margin loss falls behind the softmax too, but by less overall"
     assert r[LOSS_KEY.format("pairwise_minus_softmax", "all") + ".ci_high"] < 0
-    # "the hinge minus the pairwise loss is ... an interval that holds 0"; the t-interval over the
-    # seeds alone "would call the hinge behind"
+    assert r[LOSS_KEY.format("pairwise_minus_softmax", "all") + ".mean"] > r[
+        LOSS_KEY.format("hinge_minus_softmax", "all") + ".mean"]
+    # "the hinge minus the pairwise loss is ... just below 0. A t-interval over the five per-seed
+    # differences alone ... holds 0"
     both = LOSS_KEY.format("hinge_minus_pairwise", "all")
-    assert r[f"{both}.ci_low"] < 0 < r[f"{both}.ci_high"]
-    assert r[f"{both}.t_high"] < 0
+    assert r[f"{both}.ci_high"] < 0
+    assert r[f"{both}.t_low"] < 0 < r[f"{both}.t_high"]
     # "Unlike the hinge, the pairwise loss falls behind on tail queries ... as well as on head queries"
     for seg in ("tail", "head"):
         assert r[LOSS_KEY.format("pairwise_minus_softmax", seg) + ".ci_high"] < 0, seg
 
 
-def test_the_margin_losses_ran_to_the_cap_and_the_hinge_was_still_rising(r):
-    # "The softmax stopped after N epochs; the pairwise loss and the hinge ran to the fifteen-epoch
-    # cap of the schedule, and the hinge's early-stopping score ... was still rising in its last epoch"
-    epochs = UNIFIED_TRAIN_CONFIG.epochs
-    assert epochs == 15
-    assert r["loss.softmax.epochs"] < epochs
-    assert r["loss.pairwise.epochs"] == r["loss.hinge.epochs"] == epochs
-    assert r["loss.hinge.best_epoch"] == r["loss.hinge.epochs"]
+def test_the_margin_losses_ran_to_the_cap_at_most_seeds_and_the_hinge_was_still_rising(r):
+    # over the study's seeds: the softmax "reached the cap in 0 runs"; the pairwise loss "reached it
+    # in k runs and stopped an epoch short of it in the others"; the hinge "reached it in k runs, each
+    # time with its best ... in the last epoch"; "in the remaining run, early stopping ended the hinge
+    # after n epochs ...; that run is the study's weakest hinge"
+    cap, n = r["loss.seeds.cap"], r["multiboot.losses.n_seeds"]
+    assert cap == UNIFIED_TRAIN_CONFIG.epochs == 15
+    assert r["loss.seeds.softmax.at_cap"] == 0 and r["loss.seeds.softmax.epochs.mean"] < cap
+    assert 0 < r["loss.seeds.pairwise.at_cap"] < n and r["loss.seeds.pairwise.epochs.min"] == cap - 1
+    assert r["loss.seeds.hinge.at_cap"] == r["loss.seeds.hinge.best_at_last"] == n - 1
+    assert r["loss.seeds.hinge.epochs.min"] < cap and r["loss.seeds.hinge.stopped_is_weakest"] == 1
 
 
 def test_the_hinge_prunes_more_than_softmax_and_pairwise_at_95_percent_labels_kept(r):
-    # issue 13's acceptance
-    hinge = r["prune.hinge.removed_at_keep95"]
-    assert hinge > r["prune.softmax.removed_at_keep95"] and hinge > r["prune.pairwise.removed_at_keep95"]
-    for seg in ("head", "tail"):
-        assert r[f"prune.hinge.removed_at_keep95.{seg}"] > r[f"prune.softmax.removed_at_keep95.{seg}"], seg
-    tail_gain = r["prune.hinge.removed_at_keep95.tail"] - r["prune.softmax.removed_at_keep95.tail"]
-    head_gain = r["prune.hinge.removed_at_keep95.head"] - r["prune.softmax.removed_at_keep95.head"]
-    assert tail_gain > head_gain  # "largest on tail queries"
+    # issue 13's acceptance, over the study's seeds: "on average ... the hinge ... against ... The
+    # hinge removes more than the softmax at k of the seeds and more than the pairwise model at m:
+    # the paper's reason ... holds ... for every hinge that trained to the end of its schedule. The
+    # one that early stopping ended prunes no better than the softmax"
+    mean = {loss: r[f"prune.seeds.{loss}.removed.all.mean"] for loss in LOSSES}
+    assert mean["hinge"] > mean["softmax"] and mean["hinge"] > mean["pairwise"]
+    n, at_cap = r["multiboot.losses.n_seeds"], r["loss.seeds.hinge.at_cap"]
+    assert r["prune.seeds.hinge_above_softmax_at_cap"] == at_cap == r["prune.seeds.hinge_above_softmax"]
+    assert r["prune.seeds.hinge_above_pairwise"] == n
+    assert at_cap == n - 1 and r["prune.seeds.hinge_minus_softmax.stopped_early.max"] <= 0
+    # "The difference is largest on tail queries"
+    gain = {seg: r[f"prune.seeds.hinge.removed.{seg}.mean"] - r[f"prune.seeds.softmax.removed.{seg}.mean"]
+            for seg in ("head", "tail")}
+    assert gain["tail"] > gain["head"] > 0
 
 
 def test_hinge_labels_land_in_a_narrower_band_and_its_threshold_sits_higher(r):
@@ -774,16 +786,12 @@ def test_hinge_labels_land_in_a_narrower_band_and_its_threshold_sits_higher(r):
 
 
 def test_a_cut_relative_to_each_querys_best_score_rescues_neither_softmax_nor_pairwise(r):
-    # "about what its global threshold removes ... Nor does it rescue the pairwise model ...; both
-    # stay below the hinge"
+    # "at every seed of the study, that relative cut removes within ... of what the global threshold
+    # removes" (under two points), "for the softmax ... and for the pairwise model ...; both stay below
+    # the hinge's global threshold"
+    assert r["prune.seeds.relative_minus_global.max_abs"] < 0.02
     for loss in ("softmax", "pairwise"):
-        relative = r[f"prune.{loss}.removed_at_keep95_relative"]
-        assert abs(relative - r[f"prune.{loss}.removed_at_keep95"]) < 0.01, loss
-        assert relative < r["prune.hinge.removed_at_keep95"], loss
-
-
-
-LOSSES = ("softmax", "pairwise", "hinge")
+        assert r[f"prune.seeds.{loss}.removed_relative.mean"] < r["prune.seeds.hinge.removed.all.mean"], loss
 
 
 def test_a_threshold_set_on_logged_purchases_keeps_fewer_labels_than_it_targets(r):
