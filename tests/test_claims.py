@@ -930,6 +930,23 @@ def test_the_reduced_index_finds_the_boosted_top_100_and_the_raw_ip_index_does_n
 
 # --- chapter 10: the whole system -----------------------------------------------------------------
 
+SERVED = [(recipe, "softmax") for recipe in ("inbatch", "uniform", "hard_from_start", "curriculum")] + [
+    ("uniform", "pairwise"), ("uniform", "hinge")]
+
+
+def test_the_served_recipe_passes_the_most_logged_purchases_at_the_rankers_budget(r):
+    # "chapter 7's model with uniform negatives and the softmax passes the most ... A global score
+    # threshold whose lists hold 100 candidates on average passes fewer for every recipe ... so the
+    # system serves a fixed depth. That is the choice ... pipeline.SERVED_RECIPE serves"
+    assert r["served.choice.is_pipeline"] == 1 and r["served.budget"] == 100
+    figures = {(recipe, loss, cut): r[f"served.{recipe}.{loss}.{cut}_recall"]
+               for recipe, loss in SERVED for cut in ("top_n", "threshold")}
+    assert max(figures, key=figures.get) == ("uniform", "softmax", "top_n")
+    assert r["served.choice.logged_recall"] == figures["uniform", "softmax", "top_n"]
+    for recipe, loss in SERVED:
+        assert figures[recipe, loss, "threshold"] < figures[recipe, loss, "top_n"], (recipe, loss)
+
+
 def test_the_pipeline_serves_chapter_9s_choices(r):
     """"the choices are chapter 9's": the same w and the same HNSW setting."""
     for name in ("rating", "reviews", "freshness", "shop_sales"):
