@@ -39,6 +39,22 @@ def test_the_system_serves_the_recipe_chosen_on_logged_purchases():
     assert choice["cut"] == "top_n", "the pipeline serves a fixed depth; a threshold won: serve it"
 
 
+def test_the_whole_system_diagram_names_the_served_recipe():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from retrieval_lib.infra.plotting import whole_system_diagram
+
+    ax = whole_system_diagram()
+    labels = " ".join(t.get_text().replace("\n", " ") for t in ax.texts)
+    recipe, loss = SERVED_RECIPE
+    assert f"{recipe.replace('_', ' ')} negatives" in labels and loss in labels
+    assert "{" not in labels  # every placeholder filled
+    plt.close(ax.figure)
+
+
 def test_system_config_validation():
     for bad in ({"boost_trials": 0}, {"ms": ()}, {"efs": (0,)}, {"target_recall": 0.0}, {"target_recall": 1.5}):
         with pytest.raises(ValueError):

@@ -58,7 +58,7 @@ _WHOLE_BOXES = (
     (0.888, 0.60, 0.097, 0.30, "buyers\n(A/B test,\nch. 10)", "#fde0c5"),
     (0.015, 0.08, 0.107, 0.30, "logs and\ncatalogue\n(ch. 1)", "#ccebc5"),
     (0.151, 0.08, 0.126, 0.30, "graph (ch. 3)\nterms (ch. 4)\ndoc2query\n(ch. 5)", "#ccebc5"),
-    (0.306, 0.08, 0.136, 0.30, "training:\nnegatives (ch. 7)\nloss (ch. 8)", "#b3cde3"),
+    (0.306, 0.08, 0.136, 0.30, "training:\n{recipe} negatives\n(ch. 7), {loss}\n(ch. 6, 8)", "#b3cde3"),
     (0.471, 0.08, 0.107, 0.30, "product\ntower\n(ch. 6)", "#b3cde3"),
     (0.607, 0.08, 0.126, 0.30, "index of\n[p; f(p)]\n(ch. 9)", "#decbe4"),
 )
@@ -98,8 +98,16 @@ def unified_architecture(ax: Axes | None = None) -> Axes:
 
 
 def whole_system_diagram(ax: Axes | None = None) -> Axes:
-    """Draw the whole system of chapter 10: the request path on top, what is built offline below."""
-    return box_diagram(_WHOLE_BOXES, _WHOLE_ARROWS, ax)
+    """Draw the whole system of chapter 10: the request path on top, what is built offline below.
+
+    The training box names the recipe the pipeline serves (``retrieval_lib.pipeline.SERVED_RECIPE``).
+    """
+    from retrieval_lib.pipeline import SERVED_RECIPE
+
+    recipe, loss = SERVED_RECIPE
+    boxes = tuple((*box[:4], box[4].format(recipe=recipe.replace("_", " "), loss=loss), box[5])
+                  for box in _WHOLE_BOXES)
+    return box_diagram(boxes, _WHOLE_ARROWS, ax)
 
 
 def seed_intervals(per_seed: pd.DataFrame, multi: MultiBootstrapDifference, ax: Axes | None = None,
