@@ -392,14 +392,13 @@ def test_the_ablation_study_is_current_reproduced_and_has_five_seeds(r):
     assert_study_agrees(r, "ablation.seed_study")
 
 
-def test_location_and_transformer_cost_overall_terms_on_tail_graph_and_history_nothing(r):
-    # "Over the seeds, the models without location and without the transformer fall below the full
-    # model overall, the model without terms falls below it on tail queries, and the models without
+def test_location_costs_overall_terms_on_tail_transformer_graph_and_history_nothing(r):
+    # "Over the seeds, the model without location falls below the full model overall, the model
+    # without terms falls below it on tail queries, and the models without the transformer, without
     # the graph and without the history are level with it."
-    for name in ("location", "transformer"):
-        assert r[ABLATION_KEY.format(name, "all") + ".ci_low"] > 0, name
+    assert r[ABLATION_KEY.format("location", "all") + ".ci_low"] > 0
     assert r[ABLATION_KEY.format("term", "tail") + ".ci_low"] > 0
-    for name in ("graph", "history"):
+    for name in ("transformer", "graph", "history"):
         for seg in ("all", "head", "tail"):
             key = ABLATION_KEY.format(name, seg)
             assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], (name, seg)
@@ -417,21 +416,21 @@ def test_location_costs_the_most_on_every_segment_and_most_on_head(r):
 
 def test_terms_cost_the_tail_not_the_head(r):
     # "No term costs tail queries (..., interval ...) and not head queries, where the interval ...
-    # holds 0; overall the cost is ..., with an interval whose lower end sits at about 0"
+    # holds 0; overall the cost is ..., with an interval that holds 0 too"
     assert r[ABLATION_KEY.format("term", "tail") + ".ci_low"] > 0
-    head = ABLATION_KEY.format("term", "head")
-    assert r[f"{head}.ci_low"] < 0 < r[f"{head}.ci_high"]
-    every = ABLATION_KEY.format("term", "all")
-    assert abs(r[f"{every}.ci_low"]) < 0.002 < r[f"{every}.mean"]
+    for seg in ("head", "all"):
+        key = ABLATION_KEY.format("term", seg)
+        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
 
 
-def test_the_transformer_costs_overall_more_on_tail_than_on_head(r):
-    # "No transformer costs overall (... interval ...), more on tail queries (...) than on head queries,
-    # where the interval ... holds 0."
-    assert r[ABLATION_KEY.format("transformer", "all") + ".ci_low"] > 0
-    tail, head = (ABLATION_KEY.format("transformer", seg) for seg in ("tail", "head"))
-    assert r[f"{tail}.ci_low"] > 0 and r[f"{tail}.mean"] > r[f"{head}.mean"]
-    assert r[f"{head}.ci_low"] < 0 < r[f"{head}.ci_high"]
+def test_the_transformer_costs_nothing_established_and_leans_to_the_tail(r):
+    # "No transformer costs nothing we can establish. The full model's lead is ... overall ... and ...
+    # on tail queries ..., more than on head queries ..., and every interval holds 0."
+    for seg in ("all", "head", "tail"):
+        key = ABLATION_KEY.format("transformer", seg)
+        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
+    tail, head = (ABLATION_KEY.format("transformer", seg) + ".mean" for seg in ("tail", "head"))
+    assert r[tail] > r[head]
 
 
 def test_one_run_would_have_found_the_graph_ahead_where_the_seeds_find_nothing(r):
@@ -1170,12 +1169,12 @@ def test_the_verdict_quotes_the_chapters_own_multi_bootstrap_figures(r):
 
 
 def test_the_text_side_location_negatives_boosting_and_the_lift_hold_here(r):
-    for key in ("pretraining", "term", "transformer", "location", "negatives", "boosting", "abtest"):
+    for key in ("pretraining", "term", "location", "negatives", "boosting", "abtest"):
         assert r[f"verdict.{key}"] == 1, key
 
 
-def test_graph_history_and_curriculum_are_not_established(r):
-    for key in ("graph", "history", "curriculum"):
+def test_transformer_graph_history_and_curriculum_are_not_established(r):
+    for key in ("transformer", "graph", "history", "curriculum"):
         assert r[f"verdict.{key}"] == 0, key
     # "at one seed, chapter 6's buyers-only intervals confirmed a graph gain that ... seeds do not show"
     assert r["seeds.graph.seed0_buyers_only.all.ci_low"] > 0
