@@ -666,8 +666,14 @@ def test_the_seeds_cannot_tell_the_three_recipes_apart(r):
         low, high = (r[NEGATIVES_KEY.format(key, "all") + end] for end in (".ci_low", ".ci_high"))
         assert -0.02 < low < 0 < high < 0.02, key
         assert high - low > 0.01, key
-    # "Only on tail queries does one pair part: there the uniform pool leads the curriculum"
+    # "Only on tail queries does one pair part: there the uniform pool leads the curriculum ..., one of
+    # nine such comparisons among the three recipes"
     assert r[NEGATIVES_KEY.format("curriculum_minus_uniform", "tail") + ".ci_high"] < 0
+    for key in ("curriculum_minus_hard_from_start", "curriculum_minus_uniform", "uniform_minus_hard_from_start"):
+        for seg in ("all", "head", "tail"):
+            if (key, seg) != ("curriculum_minus_uniform", "tail"):
+                low, high = (r[NEGATIVES_KEY.format(key, seg) + end] for end in (".ci_low", ".ci_high"))
+                assert low < 0 < high, (key, seg)
     # "a t-interval over seeds would need about ... paired seeds": more than the study has
     for key in ("curriculum_minus_hard_from_start", "curriculum_minus_uniform"):
         assert r[f"negatives.seeds_needed.{key}"] > r["multiboot.negatives.n_seeds"], key
