@@ -328,12 +328,15 @@ def test_minilm_trails_the_marketplace_models_over_seeds_most_where_the_gap_is(r
                                                                                        "all") + ".mean"]
 
 
-def test_a_minilm_block_in_the_unified_model_is_not_established_either_way(r):
-    # "every interval holds 0, so the difference is not established either way"
+def test_a_minilm_block_does_no_better_and_on_head_queries_a_little_worse(r):
+    # "overall and on tail queries the interval holds 0, and on head queries it ends just below 0"
     for seg in ("all", "head", "tail"):
         key = f"unified_with_pretrained.minus_unified.recall@100.{seg}"
-        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
         assert r[f"{key}.mean"] == r[f"multiboot.pretrained_encoder.block_minus_unified.recall@100.{seg}.mean"]
+        if seg == "head":
+            assert -0.005 < r[f"{key}.ci_high"] < 0
+        else:
+            assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
 
 
 def test_minilm_knows_common_synonyms_but_the_marketplace_models_know_the_buyers_words(r):
