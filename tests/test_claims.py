@@ -542,9 +542,10 @@ def test_the_taste_weight_is_chosen_on_logged_validation_engagements(r):
 
 def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
     gain = "personalization.gain.recall@100"
-    # "gains on head queries at every seed", and each seed's buyer bootstrap keeps the head gain above 0
+    # "the gain is above 0 at every seed, though one seed alone could not show it: the lowest of the
+    # seeds' own buyers-only lower bounds is ..."
     assert r["personalization.seed_gaps.head.min"] > 0
-    assert r["personalization.seed_ci_low.head.min"] > 0
+    assert r["personalization.seed_ci_low.head.min"] < 0
     # over seeds and buyers together (and the t-interval cross-check) the interval lies above 0
     multiboot = "multiboot.personalization.recall@100"
     assert r["multiboot.personalization.n_seeds"] >= 10
