@@ -490,20 +490,20 @@ def test_the_moving_average_is_adopted_on_logged_validation_and_the_seed_noise_s
     assert r["seeds.remedy.ema.adopted"] == 1
     assert r["seeds.remedy.constant.adopted"] == 0 and r["seeds.remedy.cosine.adopted"] == 0
     assert r["seeds.remedy.recipe_is_adopted"] == 1 and r["seeds.remedy.seed_study_agrees"] == 1
-    # "better at n of the seeds ... and less spread; the cosine decay keeps the mean but spreads more"
+    # "better at n of the seeds ... and less spread; the cosine decay keeps the mean too, with a spread
+    # between the two, so the rule prefers the average"
     assert r["seeds.remedy.valid_wins"] > r["seeds.noise_study.n_seeds"] / 2
     assert r["seeds.remedy.ema.valid_mean"] > r["seeds.remedy.constant.valid_mean"]
     assert r["seeds.remedy.ema.valid_sd"] < r["seeds.remedy.constant.valid_sd"]
     assert r["seeds.remedy.cosine.valid_mean"] >= r["seeds.remedy.constant.valid_mean"]
-    assert r["seeds.remedy.cosine.valid_sd"] > r["seeds.remedy.constant.valid_sd"]
+    assert r["seeds.remedy.ema.valid_sd"] < r["seeds.remedy.cosine.valid_sd"] < r["seeds.remedy.constant.valid_sd"]
     # "its best epoch comes later"
     assert r["seeds.remedy.ema.best_epoch"] > r["seeds.remedy.constant.best_epoch"]
-    # "Overall recall@100 rises by ... an interval that touches 0"
+    # "Overall recall@100 rises by ... above 0"
     gain = "multiboot.remedy.ema_minus_constant.recall@100.all"
-    assert r[f"{gain}.mean"] > 0 and r[f"{gain}.ci_low"] <= 0 < r[f"{gain}.ci_high"]
-    # "the seed standard deviation does not fall ... Neither reaches the half point we aimed for"
-    assert r["seeds.unified.recall@100.all.sd_after"] >= r["seeds.unified.recall@100.all.sd_before"]
-    assert r["seeds.unified.recall@100.all.sd_before"] > 0.005
+    assert r[f"{gain}.mean"] > 0 and r[f"{gain}.ci_low"] > 0
+    # "the seed standard deviation falls ..., but not to the half point we aimed for"
+    assert 0.005 < r["seeds.unified.recall@100.all.sd_after"] < r["seeds.unified.recall@100.all.sd_before"]
     assert r["seeds.unified.recall@100.all.sd_after"] == r["seeds.unified.recall@100.all.sd"]
     # "ten seeds cannot tell these procedures' noise apart"
     assert r["seeds.remedy.sd_equal_p"] > 0.05
@@ -553,10 +553,9 @@ def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
     assert r[f"{multiboot}.head.ci_low"] > 0 and r[f"{gain}.head.t_low"] > 0
     for seg in ("all", "tail"):
         assert r[f"{multiboot}.{seg}.ci_low"] > 0, seg
-    # "Seed 0's buyers-only interval ... holds the mean over the seeds, but that is luck: at n of the
-    # seeds the one-seed interval misses it"
-    assert r["personalization.seed0_buyers_only.head.ci_low"] <= r[f"{gain}.head"] <= r[
-        "personalization.seed0_buyers_only.head.ci_high"]
+    # "Seed 0's buyers-only interval ... misses the mean over the seeds, as it does at n of the seeds"
+    low, high = (r[f"personalization.seed0_buyers_only.head.{end}"] for end in ("ci_low", "ci_high"))
+    assert not low <= r[f"{gain}.head"] <= high
     assert r["personalization.buyers_only_misses_mean"] >= 1
     # "Torso and tail queries gain too ... so the tail does not pay for the head", and (the comparison
     # with the paper) "on average more than on tail queries"
