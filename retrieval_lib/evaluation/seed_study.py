@@ -133,16 +133,14 @@ class SeedStudy:
         training seed, such as a zero-shot encoder, has no seed range, and another CPU still moves
         its last digits). False for other sessions; a ``KeyError`` for an arm the study lacks.
         """
-        if seed not in self.seeds or not runs:
+        values = self._aligned(runs, seed)
+        if values is None:
             return False
-        for arm, run in runs.items():
-            per = run.per_session
-            if not np.array_equal(per["session_id"].to_numpy(), self.sessions["session_id"].to_numpy()):
-                return False
+        for arm, value in values.items():
             means = np.array([v.mean() for v in self.values[arm].values()])
             own = self.values[arm][seed]
             allowed = max(np.ptp(means), 2 * own.std(ddof=1) / np.sqrt(own.size) if own.size > 1 else 0.0)
-            if abs(per[self.metric].to_numpy(dtype=float).mean() - own.mean()) > allowed:
+            if abs(value.mean() - own.mean()) > allowed:
                 return False
         return True
 
@@ -153,15 +151,21 @@ class SeedStudy:
         that the committed file came from this code on this kind of machine (values as stored, six
         decimals).
         """
+        values = self._aligned(runs, seed)
+        return values is not None and all(np.array_equal(np.round(value, 6), self.values[arm][seed])
+                                          for arm, value in values.items())
+
+    def _aligned(self, runs: dict[str, EvaluationResult], seed: int) -> dict[str, np.ndarray] | None:
+        """Each run's ``metric`` per session, or ``None`` if there is nothing to compare with ``seed``'s row.
+
+        ``None`` when the study lacks ``seed``, ``runs`` is empty, or a run covers other sessions.
+        """
         if seed not in self.seeds or not runs:
-            return False
-        for arm, run in runs.items():
-            per = run.per_session
-            if not np.array_equal(per["session_id"].to_numpy(), self.sessions["session_id"].to_numpy()):
-                return False
-            if not np.array_equal(np.round(per[self.metric].to_numpy(dtype=float), 6), self.values[arm][seed]):
-                return False
-        return True
+            return None
+        sessions = self.sessions["session_id"].to_numpy()
+        if any(not np.array_equal(run.per_session["session_id"].to_numpy(), sessions) for run in runs.values()):
+            return None
+        return {arm: run.per_session[self.metric].to_numpy(dtype=float) for arm, run in runs.items()}
 
     def subset(self, keep: np.ndarray) -> SeedStudy:
         """The study on the sessions where ``keep`` (one boolean per session) is true, e.g. a slice of queries.
