@@ -30,6 +30,13 @@ VARIANTS = {
     "random history start": (UnifiedConfig(history_zero_start=False), InBatchNegatives("request")),
     "query graph + token means": (UnifiedConfig(query_frozen_blocks=True), InBatchNegatives("request")),
     "no graph dropout": (UnifiedConfig(graph_dropout=0.0), InBatchNegatives("request")),
+    # combinations of the switches that beat the chosen configuration on logged purchases one at a time
+    "query graph + token means, query-text mask": (UnifiedConfig(query_frozen_blocks=True),
+                                                   InBatchNegatives("query")),
+    "query graph + token means, no graph dropout": (UnifiedConfig(query_frozen_blocks=True, graph_dropout=0.0),
+                                                    InBatchNegatives("request")),
+    "query graph + token means, query-text mask, no graph dropout": (
+        UnifiedConfig(query_frozen_blocks=True, graph_dropout=0.0), InBatchNegatives("query")),
     "no history (reference)": (UnifiedConfig().without("history"), InBatchNegatives("request")),
     "no graph (reference)": (UnifiedConfig().without("graph"), InBatchNegatives("request")),
 }

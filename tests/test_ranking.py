@@ -363,6 +363,13 @@ def test_the_ranker_learns_from_the_validation_window_and_stops_on_held_out_buye
     assert other.n_pages["fit"] + other.n_pages["stop"] == len(train_pages)
 
 
+def test_scores_do_not_depend_on_the_prediction_threads(ranker, features, test_requests, candidates):
+    x = features.transform(test_requests, candidates)
+    real = candidates >= 0
+    one = ranker.booster.predict(x[real], num_iteration=ranker.n_trees, num_threads=1)
+    np.testing.assert_array_equal(ranker.predict(x, candidates)[real], one)
+
+
 def test_predict_reuses_one_feature_pass(ranker, features, test_requests, candidates):
     x = features.transform(test_requests, candidates)
     np.testing.assert_array_equal(ranker.predict(x, candidates), ranker.score(test_requests, candidates))

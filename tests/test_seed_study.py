@@ -43,6 +43,19 @@ def test_collect_keeps_per_session_values_and_the_digest():
         study.result("a", 7)
 
 
+def test_table_reads_each_runs_summary_once_and_agrees_with_its_value():
+    study = _study()
+    for group in ("all", "head", "torso", "tail", "history=long"):
+        table = study.table(group)
+        for arm in study.arms:
+            for seed in study.seeds:
+                expected = study.result(arm, seed).value("recall@100", group)
+                assert table.loc[seed, arm] == expected or (np.isnan(expected) and np.isnan(table.loc[seed, arm]))
+    assert study.summary("a", 0) is study.summary("a", 0)  # kept, not recomputed
+    with pytest.raises(KeyError, match="no group 'nope'"):
+        study.table("nope")
+
+
 def test_save_and_load_round_trip_exactly(tmp_path):
     study = _study()
     path = tmp_path / "data" / "toy.json"

@@ -9,6 +9,7 @@ must reproduce its seed-0 row exactly, which the book's tests check.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -93,6 +94,17 @@ class SeedStudy:
         if arm not in self.values or seed not in self.values[arm]:
             raise KeyError(f"no run {arm!r} at seed {seed}; have arms {self.arms} at seeds {self.seeds}")
         return EvaluationResult(self.sessions.assign(**{self.metric: self.values[arm][seed]}))
+
+    @functools.cached_property
+    def _summaries(self) -> dict[tuple[str, int], pd.DataFrame]:
+        return {}
+
+    def summary(self, arm: str, seed: int) -> pd.DataFrame:
+        """One run's :meth:`EvaluationResult.summary` (computed once per run and kept: tables ask often)."""
+        key = (arm, seed)
+        if key not in self._summaries:
+            self._summaries[key] = self.result(arm, seed).summary()
+        return self._summaries[key]
 
     def compare(self, a: str, b: str, group: str = "all", **kwargs) -> MultiBootstrapDifference:
         """Arm ``a`` minus arm ``b`` over the study's paired seeds and buyers: the multi-bootstrap.
@@ -183,7 +195,9 @@ class SeedStudy:
 
     def table(self, group: str = "all") -> pd.DataFrame:
         """Seeds x arms: the mean ``metric`` of each run over the sessions of ``group``."""
-        return pd.DataFrame({arm: {s: self.result(arm, s).value(self.metric, group) for s in self.seeds}
+        if group not in self.summary(self.arms[0], self.seeds[0]).index:
+            raise KeyError(f"no group {group!r}; have {list(self.summary(self.arms[0], self.seeds[0]).index)}")
+        return pd.DataFrame({arm: {s: float(self.summary(arm, s).loc[group, self.metric]) for s in self.seeds}
                              for arm in self.arms}).rename_axis("seed")
 
     def save(self, path: str | Path) -> None:

@@ -38,6 +38,10 @@ from retrieval_lib.marketplace import ObservedMarketplace
 from retrieval_lib.ranking.features import FEATURES, RankingFeatures
 from retrieval_lib.serving.base import PAD
 
+#: Threads LightGBM scores with. Each row's score is its trees' sum in a fixed order, whichever thread
+#: computes it, so the scores do not depend on this (a test checks); training keeps one thread, which
+#: its determinism needs.
+PREDICT_THREADS = 2
 #: Gain of a shown listing by what the buyer did with it (the deepest stage reached).
 GAINS = {"shown": 0, "click": 1, "cart": 2, "purchase": 3}
 
@@ -178,7 +182,7 @@ class Ranker:
         out = np.full(candidates.shape, -np.inf)
         real = candidates >= 0
         if real.any():
-            out[real] = self.booster.predict(x[real], num_iteration=self.n_trees)
+            out[real] = self.booster.predict(x[real], num_iteration=self.n_trees, num_threads=PREDICT_THREADS)
         return out
 
     def rank(self, sessions: pd.DataFrame, candidates: np.ndarray, k: int) -> np.ndarray:
