@@ -101,6 +101,16 @@ def test_components_really_switch_off(features):
         assert (not torch.allclose(a, b)) == should_move
 
 
+def test_the_query_towers_frozen_blocks_follow_the_components(features):
+    """The query's graph vector and token means feed the query tower only while their component is on."""
+    assert UnifiedConfig().query_frozen_blocks
+    blocks = {c: UnifiedModel(c, features.dims).query_blocks for c in (
+        UnifiedConfig(), UnifiedConfig().without("graph"), UnifiedConfig().without("transformer"),
+        UnifiedConfig(query_frozen_blocks=False), UnifiedConfig(query_frozen_blocks=False, term=False))}
+    assert list(blocks.values()) == [["location", "transformer", "graph"], ["location", "transformer"],
+                                     ["location", "graph"], ["location"], ["location", "transformer"]]
+
+
 def _necklace(model, features, row, config=CONFIG):
     with torch.no_grad():
         return model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([row]), config))
