@@ -69,6 +69,16 @@ def test_fast_and_generic_paths_give_the_same_figures_with_many_ties(eval_set):
         pd.testing.assert_frame_equal(fast, generic)
 
 
+@pytest.mark.parametrize("depth", [1, 7, 100, 5000])
+def test_exact_ranking_is_the_generic_ranking(eval_set, depth):
+    retriever = _Vectors(eval_set, seed=depth)
+    fast = eval_set.ranking(retriever, depth)
+    np.testing.assert_array_equal(fast, eval_set.ranking(_Generic(retriever), depth))
+    assert fast.shape == (len(eval_set.sessions), depth)
+    if depth > len(eval_set.world.observed.listings):
+        assert (fast[:, -1] == PAD).all()
+
+
 def test_fast_path_agrees_for_the_unified_model(eval_set, trained_unified):
     fast = evaluate(trained_unified, eval_set).per_session
     generic = evaluate(_Generic(trained_unified), eval_set).per_session

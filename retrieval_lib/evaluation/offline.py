@@ -7,6 +7,7 @@ lexical policy that produced the logs. Evaluation may read latent truth; models 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -102,8 +103,11 @@ class EvaluationSet:
         """The retriever's top ``depth`` listings per session, among listings that exist at the session's time.
 
         The retriever is asked for enough extra results that ``depth`` remain after listings created
-        later are dropped (:func:`keep_available`); its output is checked (:func:`check_ranking`).
+        later are dropped (:func:`keep_available`); its output is checked (:func:`check_ranking`). An
+        exact session search is ranked from its scores instead (:func:`exact_ranking`), in the same order.
         """
+        if isinstance(retriever, ExactSessionSearch):
+            return exact_ranking(retriever, self, depth)
         sid = self.sessions["session_id"].to_numpy()
         fetch = depth + unavailable_margin(self.world, sid)
         ranked = check_ranking(retriever.retrieve(self.sessions, fetch), len(self.sessions), fetch,
@@ -251,44 +255,70 @@ class ExactSessionSearch(Protocol):
         ...
 
 
-def exact_target_ranks(retriever: ExactSessionSearch, es: EvaluationSet, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each session's label's place (0 = first) among the listings that exist then, and the ``top`` first.
+def _available_scores(retriever: ExactSessionSearch, es: EvaluationSet) -> Iterator[tuple[slice, torch.Tensor]]:
+    """The retriever's scores of every listing, :data:`SCORE_CHUNK` sessions at a time.
 
-    The same order as :meth:`EvaluationSet.ranking` of an exact search (score, then listing id), from the
-    same scores (the same matrix products, :data:`~retrieval_lib.serving.exact.SCORE_CHUNK` rows at a
-    time), without sorting a thousand listings per session: the place is a count of the listings ahead
-    of the label. A label that does not exist at the session's time gets the catalogue's size.
+    ``-inf`` where a listing does not exist yet at the session's time; the other scores come from the
+    same matrix products as the retriever's own search.
     """
     vectors, ids = retriever.search_space
     n_listings = len(es.world.observed.listings)
     if not np.array_equal(np.asarray(ids), np.arange(n_listings)):
-        raise ValueError("exact_target_ranks needs listing ids numbered 0, 1, ... in catalogue order")
+        raise ValueError("exact evaluation needs listing ids numbered 0, 1, ... in catalogue order")
     sid = es.sessions["session_id"].to_numpy()
     created = np.asarray(es.world.latent.listings["created_day"])
     day = np.asarray(es.world.latent.intents["day"])[sid]
     # only listings created after the earliest session can be missing at a session's time (a few hundred)
     late = np.flatnonzero(created > day.min()) if len(sid) else np.zeros(0, dtype=np.int64)
-    targets = np.asarray(es.targets, dtype=np.int64)
     x = torch.as_tensor(vectors, dtype=torch.float32)
-    places = np.full(len(sid), n_listings, dtype=np.int64)
-    firsts = np.full((len(sid), top), PAD, dtype=np.int64)
     with torch.no_grad():
         q = torch.as_tensor(retriever.encode_sessions(es.sessions), dtype=torch.float32)
         for start in range(0, len(sid), SCORE_CHUNK):
             part = slice(start, start + SCORE_CHUNK)
             scores = q[part] @ x.T
             s = scores.numpy()  # the same memory
-            gone = created[late][None, :] > day[part, None]
-            s[:, late] = np.where(gone, -np.inf, s[:, late])
-            target = targets[part]
-            known = (target >= 0) & (target < n_listings)
-            label = s[np.arange(len(s)), target.clip(0, n_listings - 1)][:, None]
-            place = np.count_nonzero(s > label, axis=1)
-            for row in np.flatnonzero(np.count_nonzero(s == label, axis=1) > 1):  # ties with the label: rare
-                place[row] += np.count_nonzero(s[row, :target[row]] == label[row])
-            places[part] = np.where(known & np.isfinite(label[:, 0]), place, n_listings)
-            values, cols = top_k_of_scores(scores, min(top, n_listings))
-            firsts[part, :cols.shape[1]] = torch.where(torch.isfinite(values), cols, PAD).numpy()
+            s[:, late] = np.where(created[late][None, :] > day[part, None], -np.inf, s[:, late])
+            yield part, scores
+
+
+def exact_ranking(retriever: ExactSessionSearch, es: EvaluationSet, depth: int) -> np.ndarray:
+    """:meth:`EvaluationSet.ranking` of an exact session search, straight from its scores.
+
+    The first ``depth`` listings that exist at each session's time, by score and then listing id,
+    ``PAD`` where fewer exist: what the generic path keeps of a deeper search, without fetching the
+    listings it would drop.
+    """
+    n_listings = len(es.world.observed.listings)
+    ranked = np.full((len(es.sessions), depth), PAD, dtype=np.int64)
+    for part, scores in _available_scores(retriever, es):
+        values, cols = top_k_of_scores(scores, min(depth, n_listings))
+        ranked[part, :cols.shape[1]] = torch.where(torch.isfinite(values), cols, PAD).numpy()
+    return ranked
+
+
+def exact_target_ranks(retriever: ExactSessionSearch, es: EvaluationSet, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each session's label's place (0 = first) among the listings that exist then, and the ``top`` first.
+
+    The same order as :meth:`EvaluationSet.ranking` of an exact search (score, then listing id), from the
+    same scores (:func:`_available_scores`), without sorting a thousand listings per session: the place
+    is a count of the listings ahead of the label. A label that does not exist at the session's time
+    gets the catalogue's size.
+    """
+    n_listings = len(es.world.observed.listings)
+    targets = np.asarray(es.targets, dtype=np.int64)
+    places = np.full(len(es.sessions), n_listings, dtype=np.int64)
+    firsts = np.full((len(es.sessions), top), PAD, dtype=np.int64)
+    for part, scores in _available_scores(retriever, es):
+        s = scores.numpy()
+        target = targets[part]
+        known = (target >= 0) & (target < n_listings)
+        label = s[np.arange(len(s)), target.clip(0, n_listings - 1)][:, None]
+        place = np.count_nonzero(s > label, axis=1)
+        for row in np.flatnonzero(np.count_nonzero(s == label, axis=1) > 1):  # ties with the label: rare
+            place[row] += np.count_nonzero(s[row, :target[row]] == label[row])
+        places[part] = np.where(known & np.isfinite(label[:, 0]), place, n_listings)
+        values, cols = top_k_of_scores(scores, min(top, n_listings))
+        firsts[part, :cols.shape[1]] = torch.where(torch.isfinite(values), cols, PAD).numpy()
     return places, firsts
 
 
