@@ -247,9 +247,15 @@ class UnifiedRetriever:
                                                                             self.model.config)))
         return torch.cat(out) if out else torch.zeros((0, self.model.config.out_dim))
 
+    @property
+    def search_space(self) -> tuple[torch.Tensor, np.ndarray]:
+        """What :meth:`retrieve` searches: the listing vectors and their ids (for fast exact evaluation)."""
+        return self.listing_vectors, self.listing_ids
+
     def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
         """Retriever interface: top-``k`` listing ids per session."""
-        return exact_top_k(self.encode_sessions(sessions), self.listing_vectors, k, item_ids=self.listing_ids)[0]
+        vectors, ids = self.search_space
+        return exact_top_k(self.encode_sessions(sessions), vectors, k, item_ids=ids)[0]
 
     def candidate_scores(self, sessions: pd.DataFrame, ranked: np.ndarray) -> np.ndarray:
         """The model's scores of each session's candidates ``ranked`` (listing ids; ``-inf`` at padding).
