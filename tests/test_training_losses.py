@@ -21,7 +21,6 @@ from retrieval_lib.training.losses import (
 )
 from retrieval_lib.training.negatives import Batch, InBatchNegatives, Negatives
 from retrieval_lib.training.pairs import INTERACTIONS, TrainingPairs
-from retrieval_lib.training.recipes import UNIFIED_TRAIN_CONFIG
 
 
 def test_softmax_loss_by_hand():
@@ -211,8 +210,50 @@ def test_losses_reject_misshapen_scores():
                              torch.tensor([0.5, 0.6, 0.7]), 0.2)
 
 
-def test_the_book_settings_are_the_best_of_the_validation_sweep():
-    """Chapter 8's margin and thresholds are the best rows (validation recall@100) of the committed sweep."""
+DATA = Path(__file__).resolve().parents[1] / "book" / "data"
+
+
+def _choice_se() -> float:
+    """The sweep's own standard error of a paired single-seed difference (docs/decisions.md): the pooled SD,
+    around each variant's mean, of its per-seed differences to the first-stage base (seeds 0 and 1)."""
+    rows = json.loads((DATA / "choices" / "validation_choices.json").read_text())
+    runs = {(r["variant"], r["seed"]): r["all"] for r in rows}
+    base = "paper's query side (request mask, zero start, graph dropout 0.5)"
+    first_stage = {v for v, _ in runs if v != base and not v.startswith("query graph + token means,")}
+    residuals = []
+    for v in first_stage:
+        d = np.array([runs[v, s] - runs[base, s] for s in (0, 1)])
+        residuals += list(d - d.mean())
+    return float(np.sqrt(np.sum(np.square(residuals)) / (len(residuals) / 2)))
+
+
+def test_the_book_settings_follow_the_one_standard_error_rule():
+    """Chapter 8's margin and thresholds: within one standard error of the best row of the committed sweep,
+    and no setting with fewer changes is (the one-standard-error rule of docs/decisions.md)."""
+    se = _choice_se()
+    assert 0.003 < se < 0.01  # 0.0064 when the rule was applied
+    rows = json.loads((DATA / "loss_choices.json").read_text())
+    hinge = [r for r in rows if r["loss"]["type"] == "HingeLoss" and r["variant"] != "hinge_inbatch_only"]
+    pairwise = [r for r in rows if r["loss"]["type"] == "PairwiseLoss"]
+    assert len(hinge) >= 4 and len(pairwise) >= 2
+    book_pairwise = next(r for r in pairwise if r["loss"]["margin"] == BOOK_PAIRWISE.margin)
+    assert book_pairwise["all"] >= max(r["all"] for r in pairwise) - se
+    keys = ("e_click", "e_cart", "e_purchase", "e_neg")
+    book = {k: getattr(BOOK_HINGE, k) for k in keys}
+    best = max(r["all"] for r in hinge)
+    band = [r for r in hinge if r["all"] >= best - se]
+    chosen = next(r for r in hinge if {k: r["loss"][k] for k in keys} == book)
+    assert chosen in band
+    old = {"e_click": 0.6, "e_cart": 0.7, "e_purchase": 0.8, "e_neg": 0.4}  # the setting before the sweep
+    changes = {id(r): sum(r["loss"][k] != old[k] for k in keys) for r in hinge}
+    if any(changes[id(r)] == 0 for r in band):
+        assert changes[id(chosen)] == 0
+    else:
+        assert changes[id(chosen)] == min(changes[id(r)] for r in band)
+
+
+def test_chapter_8s_reading_of_the_sweep():
+    """What chapter 8 says about the committed sweep (to be restated with the chapter on the new settings)."""
     rows = json.loads((Path(__file__).resolve().parents[1] / "book" / "data" / "loss_choices.json").read_text())
     hinge = [r for r in rows if r["loss"]["type"] == "HingeLoss" and r["variant"] != "hinge_inbatch_only"]
     pairwise = [r for r in rows if r["loss"]["type"] == "PairwiseLoss"]
@@ -234,15 +275,3 @@ def test_the_book_settings_are_the_best_of_the_validation_sweep():
     inbatch_only = next(r for r in rows if r["variant"] == "hinge_inbatch_only")
     softmax = next(r for r in rows if r["variant"] == "softmax")
     assert inbatch_only["all"] < max(r["all"] for r in hinge) < softmax["all"]
-
-
-def test_a_longer_schedule_does_not_buy_the_hinges_recall_back():
-    """Chapter 8: "with twice the cap, early stopping ended the same hinge a few epochs later, and its recall
-    of the validation window's labels did not improve" (``loss_choices.py --epochs 30``)."""
-    data = Path(__file__).resolve().parents[1] / "book" / "data"
-    book = {r["variant"]: r for r in json.loads((data / "loss_choices.json").read_text())}
-    (longer,) = json.loads((data / "loss_choices_30_epochs.json").read_text())
-    same = book[longer["variant"]]
-    assert longer["loss"] == same["loss"] and longer["loss"]["e_neg"] == BOOK_HINGE.e_neg
-    assert same["epochs_run"] == UNIFIED_TRAIN_CONFIG.epochs < longer["epochs_run"] < 2 * UNIFIED_TRAIN_CONFIG.epochs
-    assert longer["all"] <= same["all"]
