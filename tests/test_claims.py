@@ -444,25 +444,33 @@ def test_one_run_would_have_found_the_graph_ahead_where_the_seeds_find_nothing(r
     assert r["unified.seeds.graph_gap_min"] < 0 < r["unified.seeds.graph_gap_max"]
 
 
-def test_neither_the_history_on_head_nor_the_graph_overall_gains_over_the_seeds(r):
+def test_the_graph_gains_nothing_over_the_seeds_and_the_history_only_just_on_head_queries(r):
     for gap in ("head_gap", "graph_gap"):
         # "the gaps between models move by more than a point"
         assert r[f"unified.seeds.{gap}_max"] - r[f"unified.seeds.{gap}_min"] > 0.01, gap
-        # "each gap is above 0 at some seeds and below it at others, by up to about a point or more
+        # "Each gap is above 0 at some seeds and below it at others, by up to about a point or more
         # either way"
         assert r[f"unified.seeds.{gap}_max"] > 0.008, gap
         assert r[f"unified.seeds.{gap}_min"] < -0.008, gap
-    # "averaged over them, the two models are level on head queries"
-    assert abs(r["ablation.no_history.seeds.recall@100.head"] - r["unified.seeds.recall@100.head"]) < 0.002
-    # the multi-bootstrap over seeds and buyers (at least ten seeds each, issue 25): "and it averages
-    # out near 0"; "Both intervals hold 0: neither effect is established (x% and y% of the replicates
-    # are at or below 0)"
-    for name, seg in (("history", "head"), ("graph", "all")):
-        key = f"multiboot.{name}.recall@100.{seg}"
-        assert r[f"multiboot.{name}.n_seeds"] >= 10, name
-        assert abs(r[f"{key}.mean"]) < 0.005, name
-        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], name
-        assert 0.025 < r[f"{key}.share_at_most_zero"] < 0.975, name  # the interval holds 0
+    for name in ("history", "graph"):
+        assert r[f"multiboot.{name}.n_seeds"] >= 10, name  # at least ten seeds each (issue 25)
+    # "the graph's gap averages out near 0", and its interval holds 0 (the share of replicates at or
+    # below 0 is neither small nor large)
+    graph = "multiboot.graph.recall@100.all"
+    assert abs(r[f"{graph}.mean"]) < 0.005
+    assert r[f"{graph}.ci_low"] < 0 < r[f"{graph}.ci_high"]
+    assert 0.025 < r[f"{graph}.share_at_most_zero"] < 0.975
+    # "the history's averages about half a point, and only x% of its replicates are at or below 0";
+    # "just clear of 0": the interval's lower end lies above 0 by less than a fifth of a point
+    history = "multiboot.history.recall@100.head"
+    assert 0.003 < r[f"{history}.mean"] < 0.008
+    assert 0 < r[f"{history}.ci_low"] < 0.002
+    assert r[f"{history}.share_at_most_zero"] < 0.025
+    assert r["unified.seeds.recall@100.head"] > r["ablation.no_history.seeds.recall@100.head"]
+    # overall and on tail queries "the intervals hold 0"
+    for seg in ("all", "tail"):
+        key = f"multiboot.history.recall@100.{seg}"
+        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
 
 
 def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_training_procedures(r):
@@ -524,8 +532,9 @@ def test_in_batch_negatives_almost_never_ask_about_taste_but_the_page_does(r):
     # "Only x% of in-batch negatives have the engaged listing's product type; on the page ... y% do"
     assert r["unified.contrast.in_batch_same_type"] < 0.1
     assert r["unified.contrast.page_same_type"] > 0.5
-    # "Over the seeds the history encoder alone shows no gain": it is below no-history on average
-    assert r["personalization.encoder_gain.recall@100.head"] < 0.005
+    # "The history encoder alone ... moves head queries by x, about a tenth of what the block adds"
+    ratio = r["personalization.encoder_gain.recall@100.head"] / r["personalization.gain.recall@100.head"]
+    assert 0.05 < ratio < 0.15
 
 
 def test_the_click_model_finds_the_worlds_aesthetics_from_the_logs_alone(r):
@@ -577,10 +586,14 @@ def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
 
 def test_the_taste_block_collects_a_fraction_of_the_history_headroom(r):
     # "collects only x% of what a perfect reader of the history could": issue 30's bar is a quarter
-    # of the headroom (+0.05 on head queries); "came close without reaching it"
+    # of the headroom; "On average the block now does, just, but the lower end of its interval
+    # collects only y%: a quarter is within reach, not established"
     share = r["personalization.captured_share.head"]
-    assert 0.15 < share < 0.25
-    assert r["personalization.gain.recall@100.head"] < 0.05 < r["personalization.headroom.recall@100.head"]
+    assert 0.25 <= share < 0.3
+    assert r["personalization.captured_share.head.ci_low"] < 0.25
+    headroom = r["personalization.headroom.recall@100.head"]
+    assert r["personalization.captured_share.head.ci_low"] == pytest.approx(
+        r["multiboot.personalization.recall@100.head.ci_low"] / headroom)
     # "The history encoder alone ... moves head queries by" less than the block does
     assert r["personalization.encoder_gain.recall@100.head"] < r["personalization.gain.recall@100.head"]
 
@@ -730,62 +743,60 @@ def test_the_losses_study_is_current_reproduced_and_has_five_seeds(r):
     assert_study_agrees(r, "loss.seed_study")
 
 
-def test_the_hinge_costs_recall_overall_and_on_head_not_on_tail(r):
+def test_the_hinge_costs_recall_on_every_segment(r):
     # issue 13 expected hinge recall not worse than softmax beyond the CI; in our world it is worse,
-    # over seeds and buyers: "on all queries it trails the softmax ...; the shortfall is largest on
-    # head queries (...; behind at every seed ...); on tail queries the hinge is level"
-    assert r[LOSS_KEY.format("hinge_minus_softmax", "head") + ".mean"] < r[
-        LOSS_KEY.format("hinge_minus_softmax", "all") + ".mean"]
-    assert r[LOSS_KEY.format("hinge_minus_softmax", "all") + ".ci_high"] < 0
-    assert r[LOSS_KEY.format("hinge_minus_softmax", "head") + ".ci_high"] < 0
-    assert r["loss.seeds.hinge_minus_softmax.head.max"] < 0  # "behind at every seed"
-    tail = LOSS_KEY.format("hinge_minus_softmax", "tail")
-    assert r[f"{tail}.ci_low"] < 0 < r[f"{tail}.ci_high"]
+    # over seeds and buyers: "The hinge costs recall here, on every segment"; "behind at every seed"
+    # on head queries
+    for seg in ("all", "head", "tail"):
+        assert r[LOSS_KEY.format("hinge_minus_softmax", seg) + ".ci_high"] < 0, seg
+    assert r["loss.seeds.hinge_minus_softmax.head.max"] < 0
 
 
-def test_the_pairwise_loss_falls_behind_by_less_than_the_hinge_and_on_every_segment(r):
-    # "The pairwise margin loss falls behind the softmax too, but by less overall"
+def test_the_pairwise_loss_falls_behind_by_far_less_than_the_hinge_and_on_every_segment(r):
+    # "The pairwise margin loss falls behind the softmax too, by far less": less than half the hinge's
+    # shortfall
+    pairwise, hinge = (r[LOSS_KEY.format(f"{loss}_minus_softmax", "all") + ".mean"] for loss in ("pairwise", "hinge"))
     assert r[LOSS_KEY.format("pairwise_minus_softmax", "all") + ".ci_high"] < 0
-    assert r[LOSS_KEY.format("pairwise_minus_softmax", "all") + ".mean"] > r[
-        LOSS_KEY.format("hinge_minus_softmax", "all") + ".mean"]
-    # "the hinge minus the pairwise loss is ... just below 0. A t-interval over the five per-seed
-    # differences alone ... holds 0"
-    both = LOSS_KEY.format("hinge_minus_pairwise", "all")
-    assert r[f"{both}.ci_high"] < 0
-    assert r[f"{both}.t_low"] < 0 < r[f"{both}.t_high"]
-    # "Unlike the hinge, the pairwise loss falls behind on tail queries ... as well as on head queries"
+    assert hinge < pairwise < 0 and abs(pairwise) < abs(hinge) / 2
+    # "on tail queries ... as well as on head queries"
     for seg in ("tail", "head"):
         assert r[LOSS_KEY.format("pairwise_minus_softmax", seg) + ".ci_high"] < 0, seg
+    # "The hinge minus the pairwise loss is ... (interval ...; the t-interval ... agrees)"
+    both = LOSS_KEY.format("hinge_minus_pairwise", "all")
+    assert r[f"{both}.ci_high"] < 0 and r[f"{both}.t_high"] < 0
 
 
-def test_the_margin_losses_ran_to_the_cap_at_most_seeds_and_the_hinge_was_still_rising(r):
-    # over the study's seeds: the softmax "reached the cap in 0 runs"; the pairwise loss "reached it
-    # in k runs and stopped an epoch short of it in the others"; the hinge "reached it in k runs, each
-    # time with its best ... in the last epoch"; "in the remaining run, early stopping ended the hinge
-    # after n epochs ...; that run is the study's weakest hinge"
+def test_early_stopping_ends_the_hinge_soonest_and_its_longest_run_is_its_best(r):
+    # "the softmax stopped after x epochs on average and the pairwise loss after y (it reached the
+    # cap in n run)"; "The hinge stopped soonest. At all seeds but one it stopped after k epochs at
+    # most"; "At seed s it ... trained for m epochs, and that run is the study's best hinge by far"
     cap, n = r["loss.seeds.cap"], r["multiboot.losses.n_seeds"]
     assert cap == UNIFIED_TRAIN_CONFIG.epochs == 15
-    assert r["loss.seeds.softmax.at_cap"] == 0 and r["loss.seeds.softmax.epochs.mean"] < cap
-    assert 0 < r["loss.seeds.pairwise.at_cap"] < n and r["loss.seeds.pairwise.epochs.min"] == cap - 1
-    assert r["loss.seeds.hinge.at_cap"] == r["loss.seeds.hinge.best_at_last"] == n - 1
-    assert r["loss.seeds.hinge.epochs.min"] < cap and r["loss.seeds.hinge.stopped_is_weakest"] == 1
+    assert r["loss.seeds.softmax.at_cap"] == 0 and r["loss.seeds.pairwise.at_cap"] == 1
+    assert r["loss.seeds.hinge.epochs.mean"] < r["loss.seeds.softmax.epochs.mean"] < r[
+        "loss.seeds.pairwise.epochs.mean"]
+    assert r["loss.seeds.hinge.others_epochs_max"] < r["loss.seeds.softmax.epochs.min"]
+    assert r["loss.seeds.hinge.others_best_epoch_max"] < r["loss.seeds.hinge.others_epochs_max"] < cap
+    assert r["loss.seeds.hinge.longest_epochs"] > 2 * r["loss.seeds.hinge.others_epochs_max"]
+    # "by far": more than two points above the best of the others
+    assert r["loss.seeds.hinge.longest_recall"] > r["loss.seeds.hinge.others_recall_max"] + 0.02
+    assert n >= 5
 
 
-def test_the_hinge_prunes_more_than_softmax_and_pairwise_at_95_percent_labels_kept(r):
-    # issue 13's acceptance, over the study's seeds: "on average ... the hinge ... against ... The
-    # hinge removes more than the softmax at k of the seeds and more than the pairwise model at m:
-    # the paper's reason ... holds ... for every hinge that trained to the end of its schedule. The
-    # one that early stopping ended prunes no better than the softmax"
+def test_the_hinge_prunes_more_than_pairwise_at_every_seed_but_rarely_more_than_softmax(r):
+    # issue 13's acceptance, over the study's seeds: "The hinge removes more than the pairwise model at
+    # n of the seeds, but more than the softmax at only k: the paper's reason for the loss shows here
+    # only weakly"
+    n = r["multiboot.losses.n_seeds"]
     mean = {loss: r[f"prune.seeds.{loss}.removed.all.mean"] for loss in LOSSES}
-    assert mean["hinge"] > mean["softmax"] and mean["hinge"] > mean["pairwise"]
-    n, at_cap = r["multiboot.losses.n_seeds"], r["loss.seeds.hinge.at_cap"]
-    assert r["prune.seeds.hinge_above_softmax_at_cap"] == at_cap == r["prune.seeds.hinge_above_softmax"]
+    assert mean["hinge"] > mean["pairwise"]
     assert r["prune.seeds.hinge_above_pairwise"] == n
-    assert at_cap == n - 1 and r["prune.seeds.hinge_minus_softmax.stopped_early.max"] <= 0
-    # "The difference is largest on tail queries"
-    gain = {seg: r[f"prune.seeds.hinge.removed.{seg}.mean"] - r[f"prune.seeds.softmax.removed.{seg}.mean"]
-            for seg in ("head", "tail")}
-    assert gain["tail"] > gain["head"] > 0
+    assert 0 < r["prune.seeds.hinge_above_softmax"] <= n / 2
+    # "the seed-s run removes x%, against at most y% for the hinge runs that early stopping ended sooner"
+    assert r["prune.seeds.hinge.longest_removed"] > r["prune.seeds.hinge.others_removed_max"] + 0.05
+    # "The hinge's edge is on head queries ...; on tail queries the hinge removes less"
+    assert r["prune.seeds.hinge.removed.head.mean"] > r["prune.seeds.softmax.removed.head.mean"]
+    assert r["prune.seeds.hinge.removed.tail.mean"] < r["prune.seeds.softmax.removed.tail.mean"]
 
 
 def test_hinge_labels_land_in_a_narrower_band_and_its_threshold_sits_higher(r):

@@ -274,25 +274,42 @@ def test_the_book_settings_follow_the_one_standard_error_rule():
 
 
 def test_chapter_8s_reading_of_the_sweep():
-    """What chapter 8 says about the committed sweep (to be restated with the chapter on the new settings)."""
-    rows = json.loads((Path(__file__).resolve().parents[1] / "book" / "data" / "loss_choices.json").read_text())
-    hinge = [r for r in rows if r["loss"]["type"] == "HingeLoss" and r["variant"] != "hinge_inbatch_only"]
-    pairwise = [r for r in rows if r["loss"]["type"] == "PairwiseLoss"]
+    """What chapter 8 says about the committed sweep, each hinge setting averaged over its seeds."""
+    rows = json.loads((DATA / "loss_choices.json").read_text())
+    means = _sweep_means(rows)
+    hinge = [r for r in means if r["loss"]["type"] == "HingeLoss" and r["variant"] != "hinge_inbatch_only"]
+    pairwise = [r for r in means if r["loss"]["type"] == "PairwiseLoss"]
     assert len(hinge) >= 4 and len(pairwise) >= 2
+    assert min(r["seeds"] for r in hinge) >= 3  # "averaged over three seeds"
+    # "(the book's, the best)"
     best = max(hinge, key=lambda r: r["all"])["loss"]
     assert {k: best[k] for k in ("e_click", "e_cart", "e_purchase", "e_neg", "negative_weight")} == {
         "e_click": BOOK_HINGE.e_click, "e_cart": BOOK_HINGE.e_cart, "e_purchase": BOOK_HINGE.e_purchase,
         "e_neg": BOOK_HINGE.e_neg, "negative_weight": BOOK_HINGE.negative_weight}
-    assert max(pairwise, key=lambda r: r["all"])["loss"]["margin"] == BOOK_PAIRWISE.margin
-    # chapter 8: "with in-batch negatives alone it fell further behind on the validation window"
-    assert BOOK_PAIRWISE.margin == min(r["loss"]["margin"] for r in pairwise)  # "a small margin did best"
     ordered = [r for r in hinge if r["loss"]["e_click"] < r["loss"]["e_cart"] < r["loss"]["e_purchase"]]
-    near = [r for r in ordered if r["loss"]["e_neg"] >= 0.4]  # chapter 8's NEAR
-    removed = [r["removed_at_keep95"] for r in near]
-    assert len(near) >= 3 and max(removed) - min(removed) < 0.02  # "all prune about as well"
     flat = [r for r in hinge if r not in ordered]
-    low = [r for r in ordered if r["loss"]["e_neg"] < 0.4]
-    assert flat and low and max(r["all"] for r in flat + low) < min(r["all"] for r in near)
-    inbatch_only = next(r for r in rows if r["variant"] == "hinge_inbatch_only")
-    softmax = next(r for r in rows if r["variant"] == "softmax")
-    assert inbatch_only["all"] < max(r["all"] for r in hinge) < softmax["all"]
+    softmax = next(r for r in means if r["variant"] == "softmax")
+    # "all far below the softmax's": by more than a tenth of recall
+    assert max(r["all"] for r in ordered) < softmax["all"] - 0.1
+    # "all prune about as well"
+    by_variant: dict[str, list[float]] = {}
+    for r in rows:
+        by_variant.setdefault(r["variant"], []).append(r["removed_at_keep95"])
+    removed = [float(np.mean(by_variant[r["variant"]])) for r in ordered]
+    assert len(ordered) >= 4 and max(removed) - min(removed) < 0.02
+    # "Even a low e_neg ... reached" a recall inside the ordered settings' range; "One threshold for
+    # every positive type trained worst"
+    low = min(ordered, key=lambda r: r["loss"]["e_neg"])
+    assert low["loss"]["e_neg"] < 0.4
+    assert len(flat) == 1 and flat[0]["all"] < min(r["all"] for r in ordered)
+    # "Every hinge run stopped early"
+    assert all(r["epochs_run"] < r["best_epoch"] + 3 and r["epochs_run"] < 15 for r in rows
+               if r["loss"]["type"] == "HingeLoss")
+    # "the two margins tried are within one standard error of each other, so the rule keeps the smaller
+    # one the book used before"
+    margins = sorted(pairwise, key=lambda r: r["loss"]["margin"])
+    assert abs(margins[0]["all"] - margins[1]["all"]) < _choice_se()
+    assert BOOK_PAIRWISE.margin == margins[0]["loss"]["margin"]
+    # "the hinge with in-batch negatives alone reached" less than any hinge setting with uniform ones
+    inbatch_only = next(r for r in means if r["variant"] == "hinge_inbatch_only")
+    assert inbatch_only["all"] < min(r["all"] for r in hinge)
