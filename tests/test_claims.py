@@ -987,10 +987,11 @@ def test_the_boost_is_small_next_to_the_cosine_in_the_traced_request(r):
     assert r["system.index_ef"] >= r["trace.candidates"]
 
 
-def test_the_light_query_tower_reads_three_blocks_and_the_product_tower_five(r):
-    # "the light query tower reads the hashed terms ..., the history encoder's summary ... and the
-    # buyer's location; the heavy product tower ... reads terms, transformer, graph, numeric, location"
-    assert r["trace.query_blocks"] == 3 and r["trace.product_blocks"] == 5
+def test_the_light_query_tower_reads_five_blocks_and_the_product_tower_five(r):
+    # "the light query tower reads the hashed terms ..., the history encoder's summary ..., the
+    # buyer's location and two frozen blocks of the query itself"; "the heavy product tower ... reads
+    # terms, transformer, graph, numeric, location"
+    assert r["trace.query_blocks"] == 5 and r["trace.product_blocks"] == 5
     assert r["trace.history_items"] > 0
     assert r["trace.first_cosine"] == pytest.approx(r["trace.page_first_cosine"], abs=1e-5)  # "the first row's"
 
