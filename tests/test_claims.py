@@ -639,10 +639,11 @@ def test_random_negatives_are_easy_and_mined_ones_are_close_to_the_positive(r):
     assert easiest + 0.3 < r["negatives.score_median.mined"] < r["negatives.score_median.positive"]
 
 
-def test_the_top_ranks_hold_more_false_negatives_than_the_window(r):
+def test_the_top_ranks_hold_more_false_negatives_than_the_window_that_starts_there(r):
+    # "in the chosen window, x, which is y times less"; "Even so, the chosen window starts at rank 1"
     assert r["negatives.false_negative_rate.top"] > r["negatives.false_negative_rate.window"]
-    assert r["negatives.false_negative_top_over_window"] > 2  # "several times more"
-    assert r["negatives.window_start"] > 10  # the chosen window skips ranks 1-10
+    assert r["negatives.false_negative_top_over_window"] > 1
+    assert r["negatives.window_start"] == 1
 
 
 def test_uniform_negatives_speed_the_first_epoch_up_and_hard_ones_from_step_0_do_not(r):
