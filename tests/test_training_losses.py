@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from retrieval_lib.evaluation.choice import validation_sweep_se
 from retrieval_lib.training.losses import (
     BOOK_HINGE,
     BOOK_PAIRWISE,
@@ -214,17 +215,8 @@ DATA = Path(__file__).resolve().parents[1] / "book" / "data"
 
 
 def _choice_se() -> float:
-    """The sweep's own standard error of a paired single-seed difference (docs/decisions.md): the pooled SD,
-    around each variant's mean, of its per-seed differences to the first-stage base (seeds 0 and 1)."""
-    rows = json.loads((DATA / "choices" / "validation_choices.json").read_text())
-    runs = {(r["variant"], r["seed"]): r["all"] for r in rows}
-    base = "paper's query side (request mask, zero start, graph dropout 0.5)"
-    first_stage = {v for v, _ in runs if v != base and not v.startswith("query graph + token means,")}
-    residuals = []
-    for v in first_stage:
-        d = np.array([runs[v, s] - runs[base, s] for s in (0, 1)])
-        residuals += list(d - d.mean())
-    return float(np.sqrt(np.sum(np.square(residuals)) / (len(residuals) / 2)))
+    """The sweep's own standard error of a paired single-seed difference (docs/decisions.md)."""
+    return validation_sweep_se(json.loads((DATA / "choices" / "validation_choices.json").read_text()))
 
 
 def _sweep_means(rows: list[dict]) -> list[dict]:
