@@ -395,14 +395,15 @@ def test_the_ablation_study_is_current_reproduced_and_has_five_seeds(r):
     assert_study_agrees(r, "ablation.seed_study")
 
 
-def test_location_costs_overall_terms_on_tail_transformer_graph_and_history_nothing(r):
-    # "Over the seeds, the model without location falls below the full model overall, the model
-    # without terms falls below it on tail queries, and the models without the transformer, without
-    # the graph and without the history are level with it."
-    assert r[ABLATION_KEY.format("location", "all") + ".ci_low"] > 0
-    assert r[ABLATION_KEY.format("term", "tail") + ".ci_low"] > 0
-    for name in ("transformer", "graph", "history"):
-        for seg in ("all", "head", "tail"):
+def test_location_terms_and_transformer_cost_overall_history_only_head_graph_nothing(r):
+    # "Over the seeds, the models without location, without terms and without the transformer fall
+    # below the full model overall, the model without the history falls below it on head queries only
+    # and only just, and the model without the graph is level with it."
+    for name in ("location", "term", "transformer"):
+        assert r[ABLATION_KEY.format(name, "all") + ".ci_low"] > 0, name
+    assert 0 < r[ABLATION_KEY.format("history", "head") + ".ci_low"] < 0.002
+    for name, segments in (("history", ("all", "tail")), ("graph", ("all", "head", "tail"))):
+        for seg in segments:
             key = ABLATION_KEY.format(name, seg)
             assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], (name, seg)
 
@@ -417,23 +418,21 @@ def test_location_costs_the_most_on_every_segment_and_most_on_head(r):
     assert cost["head"] > max(cost["all"], cost["tail"])
 
 
-def test_terms_cost_the_tail_not_the_head(r):
+def test_terms_cost_the_tail_and_overall_not_the_head(r):
     # "No term costs tail queries (..., interval ...) and not head queries, where the interval ...
-    # holds 0; overall the cost is ..., with an interval that holds 0 too"
+    # holds 0; overall the cost is ... (interval ...)"
     assert r[ABLATION_KEY.format("term", "tail") + ".ci_low"] > 0
-    for seg in ("head", "all"):
-        key = ABLATION_KEY.format("term", seg)
-        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
+    assert r[ABLATION_KEY.format("term", "all") + ".ci_low"] > 0
+    key = ABLATION_KEY.format("term", "head")
+    assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"]
 
 
-def test_the_transformer_costs_nothing_established_and_leans_to_the_tail(r):
-    # "No transformer costs nothing we can establish. The full model's lead is ... overall ... and ...
-    # on tail queries ..., more than on head queries ..., and every interval holds 0."
+def test_the_transformer_costs_every_segment_and_most_the_tail(r):
+    # "No transformer costs recall on every segment, most on tail queries ... every interval lies above 0"
     for seg in ("all", "head", "tail"):
-        key = ABLATION_KEY.format("transformer", seg)
-        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
-    tail, head = (ABLATION_KEY.format("transformer", seg) + ".mean" for seg in ("tail", "head"))
-    assert r[tail] > r[head]
+        assert r[ABLATION_KEY.format("transformer", seg) + ".ci_low"] > 0, seg
+    tail, head, every = (ABLATION_KEY.format("transformer", seg) + ".mean" for seg in ("tail", "head", "all"))
+    assert r[tail] > max(r[head], r[every])
 
 
 def test_one_run_would_have_found_the_graph_ahead_where_the_seeds_find_nothing(r):
