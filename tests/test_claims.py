@@ -491,30 +491,37 @@ def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_traini
         assert 2 < r[f"seeds.{name}.seeds_for_one_point"] < r[f"seeds.{name}.seeds_for_half_point"], name
 
 
-def test_the_moving_average_is_adopted_on_logged_validation_and_the_seed_noise_stays(r):
+def test_the_moving_average_is_adopted_by_the_rule_and_its_spread_is_under_half_a_point(r):
     # "The rule adopts the moving average, and the book trains with it from here on"
     assert r["seeds.noise_study.current"] == 1 and r["seeds.noise_study.n_seeds"] >= 10
     assert r["seeds.remedy.ema.adopted"] == 1
     assert r["seeds.remedy.constant.adopted"] == 0 and r["seeds.remedy.cosine.adopted"] == 0
     assert r["seeds.remedy.recipe_is_adopted"] == 1 and r["seeds.remedy.seed_study_agrees"] == 1
-    # "better at n of the seeds ... and less spread; the cosine decay keeps the mean too, with a spread
-    # between the two, so the rule prefers the average"
+    # "better at n of the seeds (mean ... against ..., with one standard error of a mean difference of
+    # ...); the cosine decay's mean ... lies further below it than that"
     assert r["seeds.remedy.valid_wins"] > r["seeds.noise_study.n_seeds"] / 2
-    assert r["seeds.remedy.ema.valid_mean"] > r["seeds.remedy.constant.valid_mean"]
-    assert r["seeds.remedy.ema.valid_sd"] < r["seeds.remedy.constant.valid_sd"]
-    assert r["seeds.remedy.cosine.valid_mean"] >= r["seeds.remedy.constant.valid_mean"]
-    assert r["seeds.remedy.ema.valid_sd"] < r["seeds.remedy.cosine.valid_sd"] < r["seeds.remedy.constant.valid_sd"]
+    se = r["seeds.remedy.choice_se"]
+    assert r["seeds.remedy.ema.valid_mean"] > r["seeds.remedy.constant.valid_mean"] + se
+    assert r["seeds.remedy.ema.valid_mean"] > r["seeds.remedy.cosine.valid_mean"] + se
+    # "an SD of ... for the average, ... for the constant rate and ..., the lowest, for the cosine decay.
+    # The rule this section first used ... would now adopt the cosine decay"
+    assert r["seeds.remedy.cosine.valid_sd"] < min(r["seeds.remedy.ema.valid_sd"],
+                                                    r["seeds.remedy.constant.valid_sd"])
+    assert r["seeds.remedy.cosine.least_noisy"] == 1 and r["seeds.remedy.ema.least_noisy"] == 0
     # "its best epoch comes later"
     assert r["seeds.remedy.ema.best_epoch"] > r["seeds.remedy.constant.best_epoch"]
     # "Overall recall@100 rises by ... above 0"
     gain = "multiboot.remedy.ema_minus_constant.recall@100.all"
     assert r[f"{gain}.mean"] > 0 and r[f"{gain}.ci_low"] > 0
-    # "the seed standard deviation falls ..., but not to the half point we aimed for"
-    assert 0.005 < r["seeds.unified.recall@100.all.sd_after"] < r["seeds.unified.recall@100.all.sd_before"]
+    # issue 25's goal: "the seed standard deviation falls ..., below the half point we aimed for"
+    assert r["seeds.unified.recall@100.all.sd_after"] <= 0.005
+    assert r["seeds.unified.recall@100.all.sd_after"] < r["seeds.unified.recall@100.all.sd_before"]
     assert r["seeds.unified.recall@100.all.sd_after"] == r["seeds.unified.recall@100.all.sd"]
-    # "ten seeds cannot tell these procedures' noise apart"
+    # "though not by a margin ten seeds can establish"; "each spreads by about half a point"
     assert r["seeds.remedy.sd_equal_p"] > 0.05
     assert r["seeds.sd_factor_low"] < 1 < r["seeds.sd_factor_high"]
+    for variant in ("constant", "ema", "cosine"):
+        assert 0.003 < r[f"seeds.remedy.{variant}.test_sd"] < 0.007, variant
 
 
 def test_the_seed_study_ran_the_code_on_disk_and_this_build_reproduces_it(r):
