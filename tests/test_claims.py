@@ -328,15 +328,18 @@ def test_minilm_trails_the_marketplace_models_over_seeds_most_where_the_gap_is(r
                                                                                        "all") + ".mean"]
 
 
-def test_a_minilm_block_does_no_better_and_on_head_queries_a_little_worse(r):
-    # "overall and on tail queries the interval holds 0, and on head queries it ends just below 0"
+def test_a_minilm_block_does_worse_than_the_doc2query_block_on_every_segment(r):
+    # "As a frozen block, MiniLM does worse than our doc2query encoder, on every segment"; "every
+    # interval lies below 0"; chapter 6's transformer ablation is "worth about two points", and
+    # "MiniLM's block recovers only a small part of that" (less than half)
     for seg in ("all", "head", "tail"):
         key = f"unified_with_pretrained.minus_unified.recall@100.{seg}"
         assert r[f"{key}.mean"] == r[f"multiboot.pretrained_encoder.block_minus_unified.recall@100.{seg}.mean"]
-        if seg == "head":
-            assert -0.005 < r[f"{key}.ci_high"] < 0
-        else:
-            assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
+        assert r[f"{key}.ci_high"] < 0, seg
+    worth = r["multiboot.transformer.recall@100.all.mean"]
+    assert 0.015 < worth < 0.025
+    recovered = worth + r["unified_with_pretrained.minus_unified.recall@100.all.mean"]
+    assert 0 < recovered < worth / 2
 
 
 def test_minilm_knows_common_synonyms_but_the_marketplace_models_know_the_buyers_words(r):
