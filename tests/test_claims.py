@@ -483,7 +483,7 @@ def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_traini
     assert r["seeds.graph.buyers_only_misses_mean"] >= 1
     # "two runs of the same procedure differ by more than a point now and then"
     assert r["seeds.unified.n_seeds"] >= 10
-    assert r["seeds.unified.recall@100.all.sd"] > 0.005
+    assert 0.003 < r["seeds.unified.recall@100.all.sd"] < 0.01
     assert r["unified.seeds.all_spread"] > 0.01
     # "the two arms of a comparison do not move together"
     assert r["seeds.history.arm_correlation"] < 0.3
@@ -560,10 +560,10 @@ def test_the_taste_weight_is_chosen_on_logged_validation_engagements(r):
 
 def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
     gain = "personalization.gain.recall@100"
-    # "the gain is above 0 at every seed, though one seed alone could not show it: the lowest of the
-    # seeds' own buyers-only lower bounds is ..."
+    # "the gain is above 0 at every seed, and each seed's own buyers-only interval shows it too: the
+    # lowest of their lower bounds is ..."
     assert r["personalization.seed_gaps.head.min"] > 0
-    assert r["personalization.seed_ci_low.head.min"] < 0
+    assert r["personalization.seed_ci_low.head.min"] > 0
     # over seeds and buyers together (and the t-interval cross-check) the interval lies above 0
     multiboot = "multiboot.personalization.recall@100"
     assert r["multiboot.personalization.n_seeds"] >= 10
@@ -733,16 +733,15 @@ def test_hinge_positives_all_sit_just_above_the_purchase_threshold(r):
     assert r["loss.hinge.score_median.negative"] < r["loss.hinge.e_neg"]
 
 
-def test_the_softmax_puts_purchases_highest_and_both_losses_keep_the_types_close(r):
-    # "The softmax ... also puts purchases highest ..., and under both losses the three positive
-    # medians lie within two hundredths of each other"; the order of cart and click is left open
+def test_both_losses_keep_the_positive_types_close(r):
+    # "The softmax, which has no thresholds, keeps the three types as close ...: under both losses the
+    # three positive medians lie within two hundredths of each other"; which type the softmax puts
+    # highest is left open (it changes with the numerics)
     for loss in ("softmax", "hinge"):
         m = {k: r[f"loss.{loss}.score_median.{k}"] for k in ("purchase", "cart", "click", "negative")}
         positives = (m["purchase"], m["cart"], m["click"])
         assert max(positives) - min(positives) < 0.02, loss
         assert min(positives) > m["negative"], loss
-    s = {k: r[f"loss.softmax.score_median.{k}"] for k in ("purchase", "cart", "click")}
-    assert s["purchase"] > max(s["cart"], s["click"])
 
 
 LOSS_KEY = "multiboot.losses.{}.recall@100.{}"
@@ -833,12 +832,11 @@ def test_a_threshold_set_on_logged_purchases_keeps_fewer_labels_than_it_targets(
         assert r[f"prune.{loss}.cut.labels_kept"] < 0.95, loss
 
 
-def test_at_the_logged_choice_no_threshold_beats_a_top_n_list_of_the_same_mean_length(r):
-    # "No threshold beats its top N there: every interval reaches below 0" (which is level and which
-    # costs recall changes from one trained model to the next, so the prose claims neither)
+def test_at_the_logged_choice_a_threshold_gains_little_over_a_top_n_list_of_the_same_mean_length(r):
+    # "a threshold gains little over its top N ...: about a point at most, either way" (which is ahead,
+    # level or behind changes from one trained model to the next, so the prose claims none)
     for loss in LOSSES:
-        assert r[f"prune.{loss}.cut.threshold_minus_top_n_ci_low"] < 0, loss
-    for loss in LOSSES:
+        assert abs(r[f"prune.{loss}.cut.threshold_minus_top_n"]) < 0.015, loss
         assert abs(r[f"prune.{loss}.cut.mean_length"] - r[f"prune.{loss}.cut.top_n"]) <= 0.5, loss
 
 
