@@ -42,6 +42,8 @@ def recipes(per_epoch: int) -> dict[str, Recipe]:
     out["curriculum_fast_ramp"] = negative_recipes(per_epoch, warmup_epochs=0.5, ramp_epochs=0.5)["curriculum"]
     out["curriculum_slow_ramp"] = negative_recipes(per_epoch, warmup_epochs=2.0, ramp_epochs=3.0)["curriculum"]
     out["curriculum_floor_half"] = negative_recipes(per_epoch, easy_floor=0.5)["curriculum"]
+    # second stage: the switches that beat the curriculum one at a time (logged purchases), combined
+    out["curriculum_1_51_floor_half"] = negative_recipes(per_epoch, window=(1, 51), easy_floor=0.5)["curriculum"]
     return out
 
 

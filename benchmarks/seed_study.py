@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from common import resumed, seed_study_parser, unified_features
 
-from retrieval_lib.encoders.pretrained import PretrainedRetriever, with_pretrained_block
+from retrieval_lib.encoders.pretrained import PretrainedRetriever, pretrained_query_vectors, with_pretrained_block
 from retrieval_lib.evaluation.offline import EvaluationResult, EvaluationSet, evaluate
 from retrieval_lib.evaluation.seed_study import SeedStudy
 from retrieval_lib.evaluation.semantic_gap import gap_slices
@@ -129,14 +129,15 @@ def pretraining(ctx: Context, seed: int) -> tuple[Runs, dict[str, object]]:
 
 
 def pretrained_encoder(ctx: Context, seed: int) -> tuple[Runs, dict[str, object]]:
-    """Chapter 5: the off-the-shelf encoder zero-shot, and as the unified model's frozen product block.
+    """Chapter 5: the off-the-shelf encoder zero-shot, and as the unified model's frozen transformer block.
 
     Arms: ``minilm`` (zero-shot, seed-free), ``transformer`` (chapter 5's doc2query-pre-trained
     two-tower), ``full`` (chapter 6's unified model) and ``minilm_block`` (the unified model with the
-    off-the-shelf vectors in place of the doc2query encoder's frozen product block).
+    off-the-shelf vectors in place of the doc2query encoder's frozen block, on both sides).
     """
     zero_shot, zero_shot_run = ctx.zero_shot
-    block = with_pretrained_block(ctx.features, zero_shot.listing_vectors.numpy())
+    queries = pretrained_query_vectors(ctx.world.observed, ctx.fingerprint, progress=False)
+    block = with_pretrained_block(ctx.features, zero_shot.listing_vectors.numpy(), queries)
     model, _ = unified_model(block, ctx.fingerprint, UnifiedConfig(), replace(UNIFIED_TRAIN_CONFIG, seed=seed),
                              progress=False)
     return {"minilm": zero_shot_run, "transformer": ctx.evaluate(ctx.transformer(seed)),

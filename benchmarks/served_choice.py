@@ -9,8 +9,10 @@ studies or the book have trained them). The ranking stage of chapter 10 takes ab
 the validation window's logged purchases (never the test window, never the buyers' latent choices),
 with two cuts: its top ``BUDGET`` for every request, and one global score threshold whose lists
 average ``BUDGET`` candidates (set on the same requests), which gives each request a list of its own
-length, what the hinge's calibrated score is for. The served recipe and cut are the pair that passes
-the most logged purchases at that budget; a test checks that ``retrieval_lib.pipeline`` serves it.
+length, what the hinge's calibrated score is for. The served recipe and cut follow the one-standard-error
+rule of ``docs/decisions.md`` (``retrieval_lib.evaluation.choice``): the fewest changes to what was
+served before (:data:`PREVIOUS`) among the pairs within one standard error of the most logged purchases
+passed at that budget; a test checks that ``retrieval_lib.pipeline`` serves it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from common import unified_features
 
 # isort: split
 import argparse
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
+from retrieval_lib.evaluation.choice import one_standard_error_choice, validation_sweep_se
 from retrieval_lib.evaluation.offline import EvaluationSet, evaluate
 from retrieval_lib.infra.cache import source_digest
 from retrieval_lib.infra.committed import write_json
@@ -38,6 +43,10 @@ from retrieval_lib.training.trainer import steps_per_epoch
 
 #: Candidates per request the ranking stage takes from the new source (chapter 10's candidate depth).
 BUDGET = 100
+#: What the system served before this choice, (recipe, loss, cut): the rule counts changes from it.
+PREVIOUS = ("uniform", "softmax", "top_n")
+#: The first-stage validation sweep, whose paired seeds give the rule its standard error.
+SWEEP = Path(__file__).resolve().parents[1] / "book" / "data" / "choices" / "validation_choices.json"
 #: How deep each recipe's list is read to place a threshold with lists of ``BUDGET`` on average.
 DEPTH = 1_000
 #: The candidates, (chapter 7's negative recipe, a loss of ``retrieval_lib.pipeline.LOSSES``): every recipe
@@ -83,10 +92,14 @@ def main() -> int:
         print(f"{recipe} + {loss_name}: top {BUDGET} {row['top_n_recall']:.4f}, threshold "
               f"{row['threshold_recall']:.4f} at {row['threshold_mean_length']:.1f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-    options = [(row[f"{cut}_recall"], row["recipe"], row["loss"], cut)
-               for row in rows for cut in ("top_n", "threshold")]
-    recall, recipe, loss_name, cut = max(options)
-    choice = {"recipe": recipe, "loss": loss_name, "cut": cut, "logged_recall": recall}
+    # the one-standard-error rule of docs/decisions.md: the fewest changes to what was served before
+    # among the options within one standard error of the best (one seed each)
+    means = {(row["recipe"], row["loss"], cut): row[f"{cut}_recall"] for row in rows for cut in ("top_n", "threshold")}
+    changes = {option: sum(a != b for a, b in zip(option, PREVIOUS, strict=True)) for option in means}
+    se = validation_sweep_se(json.loads(SWEEP.read_text()))
+    recipe, loss_name, cut = one_standard_error_choice(means, changes, se)
+    choice = {"recipe": recipe, "loss": loss_name, "cut": cut, "logged_recall": means[recipe, loss_name, cut],
+              "standard_error": se, "best_logged_recall": max(means.values())}
     command = f"benchmarks/served_choice.py --preset {args.preset} --out {args.out}"
     write_json({"command": command, "preset": args.preset, "budget": BUDGET, "valid_purchases": len(valid.sessions),
                 "modules": list(MODULES), "digest": source_digest(MODULES), "rows": rows, "choice": choice,

@@ -5,9 +5,10 @@ settings the book chose on the validation window:
 
 1. the engagement graph's node2vec vectors (chapter 3), the listing tokenizer and the doc2query
    pre-trained encoder (chapter 5), and the unified model's features (chapter 6);
-2. the unified model with the negatives and loss of :data:`SERVED_RECIPE`, the pair that passes the
-   most logged validation purchases at the ranker's candidate budget (``benchmarks/served_choice.py``,
-   committed as ``book/data/served_choice.json``; a test keeps the two in step);
+2. the unified model with the negatives and loss of :data:`SERVED_RECIPE`, the pair the book's
+   one-standard-error rule picks on logged validation purchases at the ranker's candidate budget
+   (``benchmarks/served_choice.py``, committed as ``book/data/served_choice.json``; a test keeps the
+   two in step);
 3. the boosting weights ``w``, tuned on the validation window's logged purchases (chapter 9);
 4. an HNSW index over the hydrated listing vectors with the MIPS-to-L2 reduction, at the smallest
    setting that returns 99 per cent of the exact boosted top 100 on validation requests (chapter 9).
@@ -55,7 +56,8 @@ from retrieval_lib.training.trainer import steps_per_epoch
 #: The book's losses by name: chapter 6's softmax and chapter 8's pairwise margin and multi-part hinge.
 LOSSES: dict[str, Loss] = {"softmax": SoftmaxLoss(), "pairwise": BOOK_PAIRWISE, "hinge": BOOK_HINGE}
 #: What the system serves, (chapter 7's negative recipe, a loss of :data:`LOSSES`), cut at a fixed
-#: depth: chosen on the validation window's logged purchases (``benchmarks/served_choice.py``).
+#: depth: chosen on the validation window's logged purchases by the one-standard-error rule
+#: (``benchmarks/served_choice.py``).
 SERVED_RECIPE: tuple[str, str] = ("uniform", "softmax")
 
 

@@ -328,15 +328,18 @@ def test_minilm_trails_the_marketplace_models_over_seeds_most_where_the_gap_is(r
                                                                                        "all") + ".mean"]
 
 
-def test_a_minilm_block_does_no_better_and_on_head_queries_a_little_worse(r):
-    # "overall and on tail queries the interval holds 0, and on head queries it ends just below 0"
+def test_a_minilm_block_does_worse_than_the_doc2query_block_on_every_segment(r):
+    # "As a frozen block, MiniLM does worse than our doc2query encoder, on every segment"; "every
+    # interval lies below 0"; chapter 6's transformer ablation is "worth about two points", and
+    # "MiniLM's block recovers only a small part of that" (less than half)
     for seg in ("all", "head", "tail"):
         key = f"unified_with_pretrained.minus_unified.recall@100.{seg}"
         assert r[f"{key}.mean"] == r[f"multiboot.pretrained_encoder.block_minus_unified.recall@100.{seg}.mean"]
-        if seg == "head":
-            assert -0.005 < r[f"{key}.ci_high"] < 0
-        else:
-            assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
+        assert r[f"{key}.ci_high"] < 0, seg
+    worth = r["multiboot.transformer.recall@100.all.mean"]
+    assert 0.015 < worth < 0.025
+    recovered = worth + r["unified_with_pretrained.minus_unified.recall@100.all.mean"]
+    assert 0 < recovered < worth / 2
 
 
 def test_minilm_knows_common_synonyms_but_the_marketplace_models_know_the_buyers_words(r):
@@ -395,14 +398,15 @@ def test_the_ablation_study_is_current_reproduced_and_has_five_seeds(r):
     assert_study_agrees(r, "ablation.seed_study")
 
 
-def test_location_costs_overall_terms_on_tail_transformer_graph_and_history_nothing(r):
-    # "Over the seeds, the model without location falls below the full model overall, the model
-    # without terms falls below it on tail queries, and the models without the transformer, without
-    # the graph and without the history are level with it."
-    assert r[ABLATION_KEY.format("location", "all") + ".ci_low"] > 0
-    assert r[ABLATION_KEY.format("term", "tail") + ".ci_low"] > 0
-    for name in ("transformer", "graph", "history"):
-        for seg in ("all", "head", "tail"):
+def test_location_terms_and_transformer_cost_overall_history_only_head_graph_nothing(r):
+    # "Over the seeds, the models without location, without terms and without the transformer fall
+    # below the full model overall, the model without the history falls below it on head queries only
+    # and only just, and the model without the graph is level with it."
+    for name in ("location", "term", "transformer"):
+        assert r[ABLATION_KEY.format(name, "all") + ".ci_low"] > 0, name
+    assert 0 < r[ABLATION_KEY.format("history", "head") + ".ci_low"] < 0.002
+    for name, segments in (("history", ("all", "tail")), ("graph", ("all", "head", "tail"))):
+        for seg in segments:
             key = ABLATION_KEY.format(name, seg)
             assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], (name, seg)
 
@@ -417,23 +421,21 @@ def test_location_costs_the_most_on_every_segment_and_most_on_head(r):
     assert cost["head"] > max(cost["all"], cost["tail"])
 
 
-def test_terms_cost_the_tail_not_the_head(r):
+def test_terms_cost_the_tail_and_overall_not_the_head(r):
     # "No term costs tail queries (..., interval ...) and not head queries, where the interval ...
-    # holds 0; overall the cost is ..., with an interval that holds 0 too"
+    # holds 0; overall the cost is ... (interval ...)"
     assert r[ABLATION_KEY.format("term", "tail") + ".ci_low"] > 0
-    for seg in ("head", "all"):
-        key = ABLATION_KEY.format("term", seg)
-        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
+    assert r[ABLATION_KEY.format("term", "all") + ".ci_low"] > 0
+    key = ABLATION_KEY.format("term", "head")
+    assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"]
 
 
-def test_the_transformer_costs_nothing_established_and_leans_to_the_tail(r):
-    # "No transformer costs nothing we can establish. The full model's lead is ... overall ... and ...
-    # on tail queries ..., more than on head queries ..., and every interval holds 0."
+def test_the_transformer_costs_every_segment_and_most_the_tail(r):
+    # "No transformer costs recall on every segment, most on tail queries ... every interval lies above 0"
     for seg in ("all", "head", "tail"):
-        key = ABLATION_KEY.format("transformer", seg)
-        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
-    tail, head = (ABLATION_KEY.format("transformer", seg) + ".mean" for seg in ("tail", "head"))
-    assert r[tail] > r[head]
+        assert r[ABLATION_KEY.format("transformer", seg) + ".ci_low"] > 0, seg
+    tail, head, every = (ABLATION_KEY.format("transformer", seg) + ".mean" for seg in ("tail", "head", "all"))
+    assert r[tail] > max(r[head], r[every])
 
 
 def test_one_run_would_have_found_the_graph_ahead_where_the_seeds_find_nothing(r):
@@ -444,25 +446,33 @@ def test_one_run_would_have_found_the_graph_ahead_where_the_seeds_find_nothing(r
     assert r["unified.seeds.graph_gap_min"] < 0 < r["unified.seeds.graph_gap_max"]
 
 
-def test_neither_the_history_on_head_nor_the_graph_overall_gains_over_the_seeds(r):
+def test_the_graph_gains_nothing_over_the_seeds_and_the_history_only_just_on_head_queries(r):
     for gap in ("head_gap", "graph_gap"):
         # "the gaps between models move by more than a point"
         assert r[f"unified.seeds.{gap}_max"] - r[f"unified.seeds.{gap}_min"] > 0.01, gap
-        # "each gap is above 0 at some seeds and below it at others, by up to about a point or more
+        # "Each gap is above 0 at some seeds and below it at others, by up to about a point or more
         # either way"
         assert r[f"unified.seeds.{gap}_max"] > 0.008, gap
         assert r[f"unified.seeds.{gap}_min"] < -0.008, gap
-    # "averaged over them, the two models are level on head queries"
-    assert abs(r["ablation.no_history.seeds.recall@100.head"] - r["unified.seeds.recall@100.head"]) < 0.002
-    # the multi-bootstrap over seeds and buyers (at least ten seeds each, issue 25): "and it averages
-    # out near 0"; "Both intervals hold 0: neither effect is established (x% and y% of the replicates
-    # are at or below 0)"
-    for name, seg in (("history", "head"), ("graph", "all")):
-        key = f"multiboot.{name}.recall@100.{seg}"
-        assert r[f"multiboot.{name}.n_seeds"] >= 10, name
-        assert abs(r[f"{key}.mean"]) < 0.005, name
-        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], name
-        assert 0.025 < r[f"{key}.share_at_most_zero"] < 0.975, name  # the interval holds 0
+    for name in ("history", "graph"):
+        assert r[f"multiboot.{name}.n_seeds"] >= 10, name  # at least ten seeds each (issue 25)
+    # "the graph's gap averages out near 0", and its interval holds 0 (the share of replicates at or
+    # below 0 is neither small nor large)
+    graph = "multiboot.graph.recall@100.all"
+    assert abs(r[f"{graph}.mean"]) < 0.005
+    assert r[f"{graph}.ci_low"] < 0 < r[f"{graph}.ci_high"]
+    assert 0.025 < r[f"{graph}.share_at_most_zero"] < 0.975
+    # "the history's averages about half a point, and only x% of its replicates are at or below 0";
+    # "just clear of 0": the interval's lower end lies above 0 by less than a fifth of a point
+    history = "multiboot.history.recall@100.head"
+    assert 0.003 < r[f"{history}.mean"] < 0.008
+    assert 0 < r[f"{history}.ci_low"] < 0.002
+    assert r[f"{history}.share_at_most_zero"] < 0.025
+    assert r["unified.seeds.recall@100.head"] > r["ablation.no_history.seeds.recall@100.head"]
+    # overall and on tail queries "the intervals hold 0"
+    for seg in ("all", "tail"):
+        key = f"multiboot.history.recall@100.{seg}"
+        assert r[f"{key}.ci_low"] < 0 < r[f"{key}.ci_high"], seg
 
 
 def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_training_procedures(r):
@@ -473,7 +483,7 @@ def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_traini
     assert r["seeds.graph.buyers_only_misses_mean"] >= 1
     # "two runs of the same procedure differ by more than a point now and then"
     assert r["seeds.unified.n_seeds"] >= 10
-    assert r["seeds.unified.recall@100.all.sd"] > 0.005
+    assert 0.003 < r["seeds.unified.recall@100.all.sd"] < 0.01
     assert r["unified.seeds.all_spread"] > 0.01
     # "the two arms of a comparison do not move together"
     assert r["seeds.history.arm_correlation"] < 0.3
@@ -484,30 +494,37 @@ def test_one_seeds_buyers_only_interval_is_too_narrow_for_a_comparison_of_traini
         assert 2 < r[f"seeds.{name}.seeds_for_one_point"] < r[f"seeds.{name}.seeds_for_half_point"], name
 
 
-def test_the_moving_average_is_adopted_on_logged_validation_and_the_seed_noise_stays(r):
+def test_the_moving_average_is_adopted_by_the_rule_and_its_spread_is_under_half_a_point(r):
     # "The rule adopts the moving average, and the book trains with it from here on"
     assert r["seeds.noise_study.current"] == 1 and r["seeds.noise_study.n_seeds"] >= 10
     assert r["seeds.remedy.ema.adopted"] == 1
     assert r["seeds.remedy.constant.adopted"] == 0 and r["seeds.remedy.cosine.adopted"] == 0
     assert r["seeds.remedy.recipe_is_adopted"] == 1 and r["seeds.remedy.seed_study_agrees"] == 1
-    # "better at n of the seeds ... and less spread; the cosine decay keeps the mean too, with a spread
-    # between the two, so the rule prefers the average"
+    # "better at n of the seeds (mean ... against ..., with one standard error of a mean difference of
+    # ...); the cosine decay's mean ... lies further below it than that"
     assert r["seeds.remedy.valid_wins"] > r["seeds.noise_study.n_seeds"] / 2
-    assert r["seeds.remedy.ema.valid_mean"] > r["seeds.remedy.constant.valid_mean"]
-    assert r["seeds.remedy.ema.valid_sd"] < r["seeds.remedy.constant.valid_sd"]
-    assert r["seeds.remedy.cosine.valid_mean"] >= r["seeds.remedy.constant.valid_mean"]
-    assert r["seeds.remedy.ema.valid_sd"] < r["seeds.remedy.cosine.valid_sd"] < r["seeds.remedy.constant.valid_sd"]
+    se = r["seeds.remedy.choice_se"]
+    assert r["seeds.remedy.ema.valid_mean"] > r["seeds.remedy.constant.valid_mean"] + se
+    assert r["seeds.remedy.ema.valid_mean"] > r["seeds.remedy.cosine.valid_mean"] + se
+    # "an SD of ... for the average, ... for the constant rate and ..., the lowest, for the cosine decay.
+    # The rule this section first used ... would now adopt the cosine decay"
+    assert r["seeds.remedy.cosine.valid_sd"] < min(r["seeds.remedy.ema.valid_sd"],
+                                                    r["seeds.remedy.constant.valid_sd"])
+    assert r["seeds.remedy.cosine.least_noisy"] == 1 and r["seeds.remedy.ema.least_noisy"] == 0
     # "its best epoch comes later"
     assert r["seeds.remedy.ema.best_epoch"] > r["seeds.remedy.constant.best_epoch"]
     # "Overall recall@100 rises by ... above 0"
     gain = "multiboot.remedy.ema_minus_constant.recall@100.all"
     assert r[f"{gain}.mean"] > 0 and r[f"{gain}.ci_low"] > 0
-    # "the seed standard deviation falls ..., but not to the half point we aimed for"
-    assert 0.005 < r["seeds.unified.recall@100.all.sd_after"] < r["seeds.unified.recall@100.all.sd_before"]
+    # issue 25's goal: "the seed standard deviation falls ..., below the half point we aimed for"
+    assert r["seeds.unified.recall@100.all.sd_after"] <= 0.005
+    assert r["seeds.unified.recall@100.all.sd_after"] < r["seeds.unified.recall@100.all.sd_before"]
     assert r["seeds.unified.recall@100.all.sd_after"] == r["seeds.unified.recall@100.all.sd"]
-    # "ten seeds cannot tell these procedures' noise apart"
+    # "though not by a margin ten seeds can establish"; "each spreads by about half a point"
     assert r["seeds.remedy.sd_equal_p"] > 0.05
     assert r["seeds.sd_factor_low"] < 1 < r["seeds.sd_factor_high"]
+    for variant in ("constant", "ema", "cosine"):
+        assert 0.003 < r[f"seeds.remedy.{variant}.test_sd"] < 0.007, variant
 
 
 def test_the_seed_study_ran_the_code_on_disk_and_this_build_reproduces_it(r):
@@ -524,8 +541,9 @@ def test_in_batch_negatives_almost_never_ask_about_taste_but_the_page_does(r):
     # "Only x% of in-batch negatives have the engaged listing's product type; on the page ... y% do"
     assert r["unified.contrast.in_batch_same_type"] < 0.1
     assert r["unified.contrast.page_same_type"] > 0.5
-    # "Over the seeds the history encoder alone shows no gain": it is below no-history on average
-    assert r["personalization.encoder_gain.recall@100.head"] < 0.005
+    # "The history encoder alone ... moves head queries by x, about a tenth of what the block adds"
+    ratio = r["personalization.encoder_gain.recall@100.head"] / r["personalization.gain.recall@100.head"]
+    assert 0.05 < ratio < 0.15
 
 
 def test_the_click_model_finds_the_worlds_aesthetics_from_the_logs_alone(r):
@@ -542,10 +560,10 @@ def test_the_taste_weight_is_chosen_on_logged_validation_engagements(r):
 
 def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
     gain = "personalization.gain.recall@100"
-    # "the gain is above 0 at every seed, though one seed alone could not show it: the lowest of the
-    # seeds' own buyers-only lower bounds is ..."
+    # "the gain is above 0 at every seed, and each seed's own buyers-only interval shows it too: the
+    # lowest of their lower bounds is ..."
     assert r["personalization.seed_gaps.head.min"] > 0
-    assert r["personalization.seed_ci_low.head.min"] < 0
+    assert r["personalization.seed_ci_low.head.min"] > 0
     # over seeds and buyers together (and the t-interval cross-check) the interval lies above 0
     multiboot = "multiboot.personalization.recall@100"
     assert r["multiboot.personalization.n_seeds"] >= 10
@@ -577,10 +595,14 @@ def test_the_taste_block_personalizes_head_queries_at_every_seed(r):
 
 def test_the_taste_block_collects_a_fraction_of_the_history_headroom(r):
     # "collects only x% of what a perfect reader of the history could": issue 30's bar is a quarter
-    # of the headroom (+0.05 on head queries); "came close without reaching it"
+    # of the headroom; "On average the block now does, just, but the lower end of its interval
+    # collects only y%: a quarter is within reach, not established"
     share = r["personalization.captured_share.head"]
-    assert 0.15 < share < 0.25
-    assert r["personalization.gain.recall@100.head"] < 0.05 < r["personalization.headroom.recall@100.head"]
+    assert 0.25 <= share < 0.3
+    assert r["personalization.captured_share.head.ci_low"] < 0.25
+    headroom = r["personalization.headroom.recall@100.head"]
+    assert r["personalization.captured_share.head.ci_low"] == pytest.approx(
+        r["multiboot.personalization.recall@100.head.ci_low"] / headroom)
     # "The history encoder alone ... moves head queries by" less than the block does
     assert r["personalization.encoder_gain.recall@100.head"] < r["personalization.gain.recall@100.head"]
 
@@ -626,10 +648,11 @@ def test_random_negatives_are_easy_and_mined_ones_are_close_to_the_positive(r):
     assert easiest + 0.3 < r["negatives.score_median.mined"] < r["negatives.score_median.positive"]
 
 
-def test_the_top_ranks_hold_more_false_negatives_than_the_window(r):
+def test_the_top_ranks_hold_more_false_negatives_than_the_window_that_starts_there(r):
+    # "in the chosen window, x, which is y times less"; "Even so, the chosen window starts at rank 1"
     assert r["negatives.false_negative_rate.top"] > r["negatives.false_negative_rate.window"]
-    assert r["negatives.false_negative_top_over_window"] > 2  # "several times more"
-    assert r["negatives.window_start"] > 10  # the chosen window skips ranks 1-10
+    assert r["negatives.false_negative_top_over_window"] > 1
+    assert r["negatives.window_start"] == 1
 
 
 def test_uniform_negatives_speed_the_first_epoch_up_and_hard_ones_from_step_0_do_not(r):
@@ -652,34 +675,34 @@ def test_the_negatives_study_is_current_reproduced_and_has_five_seeds(r):
     assert_study_agrees(r, "negatives.seed_study")
 
 
-def test_every_way_of_adding_negatives_beats_in_batch_alone(r):
-    # "Every way of adding negatives beats in-batch negatives alone": each multi-bootstrap interval
-    # over seeds and buyers lies above 0
-    for name in ("uniform", "hard_from_start", "curriculum"):
+def test_the_uniform_pool_and_the_curriculum_beat_in_batch_alone_and_hard_from_start_does_not(r):
+    # "The uniform pool and the curriculum beat in-batch negatives alone; hard negatives from the first
+    # step do not, over the seeds": multi-bootstrap intervals over seeds and buyers
+    for name in ("uniform", "curriculum"):
         assert r[NEGATIVES_KEY.format(f"{name}_minus_inbatch", "all") + ".ci_low"] > 0, name
-    # issue 12's acceptance, over seeds: "The curriculum's gain holds on head queries (...) and on
-    # tail queries (...) alike"
-    for seg in ("head", "tail"):
-        assert r[NEGATIVES_KEY.format("curriculum_minus_inbatch", seg) + ".ci_low"] > 0, seg
+    hard = NEGATIVES_KEY.format("hard_from_start_minus_inbatch", "all")
+    assert r[f"{hard}.ci_low"] < 0 < r[f"{hard}.ci_high"]
+    # issue 12's acceptance, over seeds: "The curriculum's gain is on tail queries (...); on head
+    # queries its interval holds 0"
+    assert r[NEGATIVES_KEY.format("curriculum_minus_inbatch", "tail") + ".ci_low"] > 0
+    head = NEGATIVES_KEY.format("curriculum_minus_inbatch", "head")
+    assert r[f"{head}.ci_low"] < 0 < r[f"{head}.ci_high"]
 
 
-def test_the_seeds_cannot_tell_the_three_recipes_apart(r):
-    # "every interval holds 0, and each is wide enough to hide a gap of one or two points"
-    for key in ("curriculum_minus_hard_from_start", "curriculum_minus_uniform", "uniform_minus_hard_from_start"):
+def test_the_warm_up_pays_and_the_curriculum_ends_level_with_the_uniform_pool(r):
+    # "The curriculum minus hard negatives from the first step is ... (interval ...)": above 0
+    assert r[NEGATIVES_KEY.format("curriculum_minus_hard_from_start", "all") + ".ci_low"] > 0
+    # "The curriculum minus the uniform pool alone ..., and the uniform pool minus hard negatives from
+    # the first step ...: both intervals hold 0"
+    for key in ("curriculum_minus_uniform", "uniform_minus_hard_from_start"):
         low, high = (r[NEGATIVES_KEY.format(key, "all") + end] for end in (".ci_low", ".ci_high"))
-        assert -0.02 < low < 0 < high < 0.02, key
-        assert high - low > 0.01, key
-    # "Only on tail queries does one pair part: there the uniform pool leads the curriculum ..., one of
-    # nine such comparisons among the three recipes"
-    assert r[NEGATIVES_KEY.format("curriculum_minus_uniform", "tail") + ".ci_high"] < 0
-    for key in ("curriculum_minus_hard_from_start", "curriculum_minus_uniform", "uniform_minus_hard_from_start"):
-        for seg in ("all", "head", "tail"):
-            if (key, seg) != ("curriculum_minus_uniform", "tail"):
-                low, high = (r[NEGATIVES_KEY.format(key, seg) + end] for end in (".ci_low", ".ci_high"))
-                assert low < 0 < high, (key, seg)
-    # "a t-interval over seeds would need about ... paired seeds": more than the study has
-    for key in ("curriculum_minus_hard_from_start", "curriculum_minus_uniform"):
-        assert r[f"negatives.seeds_needed.{key}"] > r["multiboot.negatives.n_seeds"], key
+        assert low < 0 < high, key
+    # "a t-interval over seeds would need about N paired seeds" for the lead over the pool (more than
+    # the study has); the lead over hard negatives from the first step "needs about M, and the study
+    # has them"
+    n = r["multiboot.negatives.n_seeds"]
+    assert r["negatives.seeds_needed.curriculum_minus_uniform"] > n
+    assert r["negatives.seeds_needed.curriculum_minus_hard_from_start"] <= n
 
 
 def test_mining_is_measured_and_costs_training_time(r):
@@ -710,16 +733,15 @@ def test_hinge_positives_all_sit_just_above_the_purchase_threshold(r):
     assert r["loss.hinge.score_median.negative"] < r["loss.hinge.e_neg"]
 
 
-def test_the_softmax_puts_purchases_highest_and_both_losses_keep_the_types_close(r):
-    # "The softmax ... also puts purchases highest ..., and under both losses the three positive
-    # medians lie within two hundredths of each other"; the order of cart and click is left open
+def test_both_losses_keep_the_positive_types_close(r):
+    # "The softmax, which has no thresholds, keeps the three types as close ...: under both losses the
+    # three positive medians lie within two hundredths of each other"; which type the softmax puts
+    # highest is left open (it changes with the numerics)
     for loss in ("softmax", "hinge"):
         m = {k: r[f"loss.{loss}.score_median.{k}"] for k in ("purchase", "cart", "click", "negative")}
         positives = (m["purchase"], m["cart"], m["click"])
         assert max(positives) - min(positives) < 0.02, loss
         assert min(positives) > m["negative"], loss
-    s = {k: r[f"loss.softmax.score_median.{k}"] for k in ("purchase", "cart", "click")}
-    assert s["purchase"] > max(s["cart"], s["click"])
 
 
 LOSS_KEY = "multiboot.losses.{}.recall@100.{}"
@@ -730,62 +752,60 @@ def test_the_losses_study_is_current_reproduced_and_has_five_seeds(r):
     assert_study_agrees(r, "loss.seed_study")
 
 
-def test_the_hinge_costs_recall_overall_and_on_head_not_on_tail(r):
+def test_the_hinge_costs_recall_on_every_segment(r):
     # issue 13 expected hinge recall not worse than softmax beyond the CI; in our world it is worse,
-    # over seeds and buyers: "on all queries it trails the softmax ...; the shortfall is largest on
-    # head queries (...; behind at every seed ...); on tail queries the hinge is level"
-    assert r[LOSS_KEY.format("hinge_minus_softmax", "head") + ".mean"] < r[
-        LOSS_KEY.format("hinge_minus_softmax", "all") + ".mean"]
-    assert r[LOSS_KEY.format("hinge_minus_softmax", "all") + ".ci_high"] < 0
-    assert r[LOSS_KEY.format("hinge_minus_softmax", "head") + ".ci_high"] < 0
-    assert r["loss.seeds.hinge_minus_softmax.head.max"] < 0  # "behind at every seed"
-    tail = LOSS_KEY.format("hinge_minus_softmax", "tail")
-    assert r[f"{tail}.ci_low"] < 0 < r[f"{tail}.ci_high"]
+    # over seeds and buyers: "The hinge costs recall here, on every segment"; "behind at every seed"
+    # on head queries
+    for seg in ("all", "head", "tail"):
+        assert r[LOSS_KEY.format("hinge_minus_softmax", seg) + ".ci_high"] < 0, seg
+    assert r["loss.seeds.hinge_minus_softmax.head.max"] < 0
 
 
-def test_the_pairwise_loss_falls_behind_by_less_than_the_hinge_and_on_every_segment(r):
-    # "The pairwise margin loss falls behind the softmax too, but by less overall"
+def test_the_pairwise_loss_falls_behind_by_far_less_than_the_hinge_and_on_every_segment(r):
+    # "The pairwise margin loss falls behind the softmax too, by far less": less than half the hinge's
+    # shortfall
+    pairwise, hinge = (r[LOSS_KEY.format(f"{loss}_minus_softmax", "all") + ".mean"] for loss in ("pairwise", "hinge"))
     assert r[LOSS_KEY.format("pairwise_minus_softmax", "all") + ".ci_high"] < 0
-    assert r[LOSS_KEY.format("pairwise_minus_softmax", "all") + ".mean"] > r[
-        LOSS_KEY.format("hinge_minus_softmax", "all") + ".mean"]
-    # "the hinge minus the pairwise loss is ... just below 0. A t-interval over the five per-seed
-    # differences alone ... holds 0"
-    both = LOSS_KEY.format("hinge_minus_pairwise", "all")
-    assert r[f"{both}.ci_high"] < 0
-    assert r[f"{both}.t_low"] < 0 < r[f"{both}.t_high"]
-    # "Unlike the hinge, the pairwise loss falls behind on tail queries ... as well as on head queries"
+    assert hinge < pairwise < 0 and abs(pairwise) < abs(hinge) / 2
+    # "on tail queries ... as well as on head queries"
     for seg in ("tail", "head"):
         assert r[LOSS_KEY.format("pairwise_minus_softmax", seg) + ".ci_high"] < 0, seg
+    # "The hinge minus the pairwise loss is ... (interval ...; the t-interval ... agrees)"
+    both = LOSS_KEY.format("hinge_minus_pairwise", "all")
+    assert r[f"{both}.ci_high"] < 0 and r[f"{both}.t_high"] < 0
 
 
-def test_the_margin_losses_ran_to_the_cap_at_most_seeds_and_the_hinge_was_still_rising(r):
-    # over the study's seeds: the softmax "reached the cap in 0 runs"; the pairwise loss "reached it
-    # in k runs and stopped an epoch short of it in the others"; the hinge "reached it in k runs, each
-    # time with its best ... in the last epoch"; "in the remaining run, early stopping ended the hinge
-    # after n epochs ...; that run is the study's weakest hinge"
+def test_early_stopping_ends_the_hinge_soonest_and_its_longest_run_is_its_best(r):
+    # "the softmax stopped after x epochs on average and the pairwise loss after y (it reached the
+    # cap in n run)"; "The hinge stopped soonest. At all seeds but one it stopped after k epochs at
+    # most"; "At seed s it ... trained for m epochs, and that run is the study's best hinge by far"
     cap, n = r["loss.seeds.cap"], r["multiboot.losses.n_seeds"]
     assert cap == UNIFIED_TRAIN_CONFIG.epochs == 15
-    assert r["loss.seeds.softmax.at_cap"] == 0 and r["loss.seeds.softmax.epochs.mean"] < cap
-    assert 0 < r["loss.seeds.pairwise.at_cap"] < n and r["loss.seeds.pairwise.epochs.min"] == cap - 1
-    assert r["loss.seeds.hinge.at_cap"] == r["loss.seeds.hinge.best_at_last"] == n - 1
-    assert r["loss.seeds.hinge.epochs.min"] < cap and r["loss.seeds.hinge.stopped_is_weakest"] == 1
+    assert r["loss.seeds.softmax.at_cap"] == 0 and r["loss.seeds.pairwise.at_cap"] == 1
+    assert r["loss.seeds.hinge.epochs.mean"] < r["loss.seeds.softmax.epochs.mean"] < r[
+        "loss.seeds.pairwise.epochs.mean"]
+    assert r["loss.seeds.hinge.others_epochs_max"] < r["loss.seeds.softmax.epochs.min"]
+    assert r["loss.seeds.hinge.others_best_epoch_max"] < r["loss.seeds.hinge.others_epochs_max"] < cap
+    assert r["loss.seeds.hinge.longest_epochs"] > 2 * r["loss.seeds.hinge.others_epochs_max"]
+    # "by far": more than two points above the best of the others
+    assert r["loss.seeds.hinge.longest_recall"] > r["loss.seeds.hinge.others_recall_max"] + 0.02
+    assert n >= 5
 
 
-def test_the_hinge_prunes_more_than_softmax_and_pairwise_at_95_percent_labels_kept(r):
-    # issue 13's acceptance, over the study's seeds: "on average ... the hinge ... against ... The
-    # hinge removes more than the softmax at k of the seeds and more than the pairwise model at m:
-    # the paper's reason ... holds ... for every hinge that trained to the end of its schedule. The
-    # one that early stopping ended prunes no better than the softmax"
+def test_the_hinge_prunes_more_than_pairwise_at_every_seed_but_rarely_more_than_softmax(r):
+    # issue 13's acceptance, over the study's seeds: "The hinge removes more than the pairwise model at
+    # n of the seeds, but more than the softmax at only k: the paper's reason for the loss shows here
+    # only weakly"
+    n = r["multiboot.losses.n_seeds"]
     mean = {loss: r[f"prune.seeds.{loss}.removed.all.mean"] for loss in LOSSES}
-    assert mean["hinge"] > mean["softmax"] and mean["hinge"] > mean["pairwise"]
-    n, at_cap = r["multiboot.losses.n_seeds"], r["loss.seeds.hinge.at_cap"]
-    assert r["prune.seeds.hinge_above_softmax_at_cap"] == at_cap == r["prune.seeds.hinge_above_softmax"]
+    assert mean["hinge"] > mean["pairwise"]
     assert r["prune.seeds.hinge_above_pairwise"] == n
-    assert at_cap == n - 1 and r["prune.seeds.hinge_minus_softmax.stopped_early.max"] <= 0
-    # "The difference is largest on tail queries"
-    gain = {seg: r[f"prune.seeds.hinge.removed.{seg}.mean"] - r[f"prune.seeds.softmax.removed.{seg}.mean"]
-            for seg in ("head", "tail")}
-    assert gain["tail"] > gain["head"] > 0
+    assert 0 < r["prune.seeds.hinge_above_softmax"] <= n / 2
+    # "the seed-s run removes x%, against at most y% for the hinge runs that early stopping ended sooner"
+    assert r["prune.seeds.hinge.longest_removed"] > r["prune.seeds.hinge.others_removed_max"] + 0.05
+    # "The hinge's edge is on head queries ...; on tail queries the hinge removes less"
+    assert r["prune.seeds.hinge.removed.head.mean"] > r["prune.seeds.softmax.removed.head.mean"]
+    assert r["prune.seeds.hinge.removed.tail.mean"] < r["prune.seeds.softmax.removed.tail.mean"]
 
 
 def test_hinge_labels_land_in_a_narrower_band_and_its_threshold_sits_higher(r):
@@ -812,12 +832,11 @@ def test_a_threshold_set_on_logged_purchases_keeps_fewer_labels_than_it_targets(
         assert r[f"prune.{loss}.cut.labels_kept"] < 0.95, loss
 
 
-def test_at_the_logged_choice_no_threshold_beats_a_top_n_list_of_the_same_mean_length(r):
-    # "No threshold beats its top N there: every interval reaches below 0" (which is level and which
-    # costs recall changes from one trained model to the next, so the prose claims neither)
+def test_at_the_logged_choice_a_threshold_gains_little_over_a_top_n_list_of_the_same_mean_length(r):
+    # "a threshold gains little over its top N ...: about a point at most, either way" (which is ahead,
+    # level or behind changes from one trained model to the next, so the prose claims none)
     for loss in LOSSES:
-        assert r[f"prune.{loss}.cut.threshold_minus_top_n_ci_low"] < 0, loss
-    for loss in LOSSES:
+        assert abs(r[f"prune.{loss}.cut.threshold_minus_top_n"]) < 0.015, loss
         assert abs(r[f"prune.{loss}.cut.mean_length"] - r[f"prune.{loss}.cut.top_n"]) <= 0.5, loss
 
 
@@ -945,15 +964,22 @@ SERVED = [(recipe, "softmax") for recipe in ("inbatch", "uniform", "hard_from_st
     ("uniform", "pairwise"), ("uniform", "hinge")]
 
 
-def test_the_served_recipe_passes_the_most_logged_purchases_at_the_rankers_budget(r):
-    # "chapter 7's model with uniform negatives and the softmax passes the most ... A global score
-    # threshold whose lists hold 100 candidates on average passes fewer for every recipe ... so the
-    # system serves a fixed depth. That is the choice ... pipeline.SERVED_RECIPE serves"
+def test_the_served_recipe_is_what_was_served_before_within_one_standard_error_of_the_most(r):
+    # "chapter 7's curriculum passes the most ...; The first three lie within one standard error of each
+    # other ..., so the book's rule keeps what was served"; "A global score threshold whose lists hold
+    # 100 candidates on average passes fewer for every recipe ... so the system serves a fixed depth"
     assert r["served.choice.is_pipeline"] == 1 and r["served.budget"] == 100
     figures = {(recipe, loss, cut): r[f"served.{recipe}.{loss}.{cut}_recall"]
                for recipe, loss in SERVED for cut in ("top_n", "threshold")}
-    assert max(figures, key=figures.get) == ("uniform", "softmax", "top_n")
+    best = max(figures, key=figures.get)
+    assert best == ("curriculum", "softmax", "top_n")
+    assert r["served.choice.best_logged_recall"] == figures[best]
     assert r["served.choice.logged_recall"] == figures["uniform", "softmax", "top_n"]
+    se = r["served.choice.standard_error"]
+    three = [("curriculum", "softmax", "top_n"), ("hard_from_start", "softmax", "top_n"),
+             ("uniform", "softmax", "top_n")]
+    assert max(figures[k] for k in three) - min(figures[k] for k in three) < se
+    assert max(v for k, v in figures.items() if k not in three) < figures[best] - se
     for recipe, loss in SERVED:
         assert figures[recipe, loss, "threshold"] < figures[recipe, loss, "top_n"], (recipe, loss)
 
@@ -976,10 +1002,11 @@ def test_the_boost_is_small_next_to_the_cosine_in_the_traced_request(r):
     assert r["system.index_ef"] >= r["trace.candidates"]
 
 
-def test_the_light_query_tower_reads_three_blocks_and_the_product_tower_five(r):
-    # "the light query tower reads the hashed terms ..., the history encoder's summary ... and the
-    # buyer's location; the heavy product tower ... reads terms, transformer, graph, numeric, location"
-    assert r["trace.query_blocks"] == 3 and r["trace.product_blocks"] == 5
+def test_the_light_query_tower_reads_five_blocks_and_the_product_tower_five(r):
+    # "the light query tower reads the hashed terms ..., the history encoder's summary ..., the
+    # buyer's location and two frozen blocks of the query itself"; "the heavy product tower ... reads
+    # terms, transformer, graph, numeric, location"
+    assert r["trace.query_blocks"] == 5 and r["trace.product_blocks"] == 5
     assert r["trace.history_items"] > 0
     assert r["trace.first_cosine"] == pytest.approx(r["trace.page_first_cosine"], abs=1e-5)  # "the first row's"
 
@@ -1180,18 +1207,23 @@ def test_the_verdict_quotes_the_chapters_own_multi_bootstrap_figures(r):
     assert r["verdict.graph.n_seeds"] >= 10 and r["verdict.history.n_seeds"] >= 10
 
 
-def test_the_text_side_location_negatives_boosting_and_the_lift_hold_here(r):
-    for key in ("pretraining", "term", "location", "negatives", "boosting", "abtest"):
+def test_most_of_the_papers_claims_hold_here(r):
+    # "What holds is most of what the paper builds"
+    for key in ("pretraining", "term", "transformer", "location", "history", "negatives", "curriculum",
+                "boosting", "abtest"):
         assert r[f"verdict.{key}"] == 1, key
+    # the history encoder's "if only just": its interval's lower end is within a fifth of a point of 0
+    assert 0 < r["verdict.history.ci_low"] < 0.002
 
 
-def test_transformer_graph_history_and_curriculum_are_not_established(r):
-    for key in ("transformer", "graph", "history", "curriculum"):
-        assert r[f"verdict.{key}"] == 0, key
+def test_only_the_graph_is_not_established(r):
+    assert r["verdict.graph"] == 0 and r["verdict.not_established"] == 1
     # "at one seed, chapter 6's buyers-only intervals confirmed a graph gain that ... seeds do not show"
     assert r["seeds.graph.seed0_buyers_only.all.ci_low"] > 0
 
 
 def test_personalization_holds_with_the_taste_block_and_the_hinge_is_reversed(r):
     assert r["verdict.personalization"] == 1 and r["verdict.personalization.ci_low"] > 0
+    # "about ten times what the history encoder gains"
+    assert 7 < r["verdict.personalization.mean"] / r["verdict.history.mean"] < 13
     assert r["verdict.hinge"] == -1 and r["verdict.hinge.ci_high"] < 0

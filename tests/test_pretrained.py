@@ -14,11 +14,13 @@ import torch
 from retrieval_lib.encoders import pretrained
 from retrieval_lib.encoders.pretrained import (
     OFFLINE,
+    PretrainedBlockFeatures,
     PretrainedRetriever,
     encode_texts,
     model_mb,
     model_path,
     pretrained_listing_vectors,
+    pretrained_query_vectors,
     with_pretrained_block,
 )
 from retrieval_lib.evaluation.offline import EvaluationSet
@@ -185,6 +187,11 @@ def test_listing_vectors_are_cached_and_a_corrupt_cache_is_recomputed(tiny_world
     np.testing.assert_array_equal(np.load(folder / "vectors.npy"), vectors)  # the cache was rewritten
 
 
+def _queries(texts: list[str], seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    vectors = np.random.default_rng(seed).standard_normal((len(texts), DIM)).astype(np.float32)
+    return np.array(texts, dtype=object), vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 def test_with_pretrained_block_swaps_only_the_transformer_block(tiny_unified_features):
     features = tiny_unified_features
     n = features.listing_blocks["transformer"].shape[0]
@@ -193,7 +200,8 @@ def test_with_pretrained_block_swaps_only_the_transformer_block(tiny_unified_fea
     vectors = np.random.default_rng(0).standard_normal((n, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
-    new = with_pretrained_block(features, vectors)
+    new = with_pretrained_block(features, vectors, _queries(["silver necklace", "mug"]))
+    assert isinstance(new, PretrainedBlockFeatures)
     assert torch.equal(new.listing_blocks["transformer"], torch.from_numpy(vectors))
     assert new.listing_blocks["transformer"].dtype == torch.float32
     assert new.dims["transformer"] == DIM
@@ -206,26 +214,63 @@ def test_with_pretrained_block_swaps_only_the_transformer_block(tiny_unified_fea
                   "history_vectors"):
         assert getattr(new, field) is getattr(features, field)
     assert new.digest() != original_digest
+    other_queries = with_pretrained_block(features, vectors, _queries(["silver necklace", "mug"], seed=3))
+    assert other_queries.digest() != new.digest()  # the query side is part of the key
     # the original features are untouched
     assert torch.equal(features.listing_blocks["transformer"], original_block)
     assert features.dims["transformer"] != DIM and features.digest() == original_digest
 
 
-def test_with_pretrained_block_needs_one_row_per_listing(tiny_unified_features):
+def test_the_query_side_reads_the_off_the_shelf_vectors_and_encodes_unseen_texts(tiny_unified_features):
+    features = tiny_unified_features
+    n = features.listing_blocks["transformer"].shape[0]
+    texts, vectors = _queries(["silver necklace", "blue ceramic mug"])
+    new = with_pretrained_block(features, np.zeros((n, DIM), np.float32), (texts, vectors))
+    asked = ["blue ceramic mug", "hand knitted wool sweater", "silver necklace"]
+    blocks = new.query_blocks(asked)
+    np.testing.assert_array_equal(blocks["transformer"][0].numpy(), vectors[1])
+    np.testing.assert_array_equal(blocks["transformer"][2].numpy(), vectors[0])
+    np.testing.assert_allclose(blocks["transformer"][1].numpy(), encode_texts([asked[1]], progress=False)[0],
+                               atol=1e-6)
+    # the graph block is the base features' own
+    assert torch.equal(blocks["graph"], features.query_blocks(asked)["graph"])
+
+
+def test_with_pretrained_block_needs_one_row_per_listing_and_per_query(tiny_unified_features):
     n = tiny_unified_features.listing_blocks["transformer"].shape[0]
+    queries = _queries(["mug"])
     for bad in (np.zeros((n - 1, DIM), np.float32), np.zeros((n + 1, DIM), np.float32), np.zeros(n, np.float32)):
         with pytest.raises(ValueError, match="one vector per listing"):
-            with_pretrained_block(tiny_unified_features, bad)
+            with_pretrained_block(tiny_unified_features, bad, queries)
+    with pytest.raises(ValueError, match="per query text"):
+        with_pretrained_block(tiny_unified_features, np.zeros((n, DIM), np.float32),
+                              (np.array(["mug", "cup"], dtype=object), queries[1]))
 
 
-def test_a_unified_model_reads_the_pretrained_block(tiny_unified_features):
+def test_a_unified_model_reads_the_pretrained_block_on_both_sides(tiny_unified_features):
     n = tiny_unified_features.listing_blocks["transformer"].shape[0]
     vectors = np.random.default_rng(1).standard_normal((n, DIM)).astype(np.float32)
-    new = with_pretrained_block(tiny_unified_features, vectors)
+    new = with_pretrained_block(tiny_unified_features, vectors, _queries(["silver necklace"]))
     config = UnifiedConfig()
     model = UnifiedModel(config, new.dims, seed=0).eval()
     rows = np.array([0, 3, 5, 11])
+    texts = ["silver necklace", "blue ceramic mug"]
+    users = np.array([-1, 0])
     with torch.no_grad():
         out = model.encode_listings(*new.listings(rows))
-    assert tuple(out.shape) == (len(rows), config.out_dim)
+        bags, blocks, history = new.queries(texts, users, new.current_rows(users), config)
+        q = model.encode_queries(bags, blocks, history)
+    assert tuple(out.shape) == (len(rows), config.out_dim) and tuple(q.shape) == (len(texts), config.out_dim)
     np.testing.assert_allclose(out.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(q.norm(dim=1).numpy(), 1.0, atol=1e-5)
+
+
+def test_query_vectors_cover_every_logged_query_and_are_cached(tiny_world, monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    observed, fingerprint = tiny_world.observed, tiny_world.config.fingerprint()
+    texts, vectors = pretrained_query_vectors(observed, fingerprint, progress=False)
+    assert list(texts) == sorted(set(observed.sessions["query"].astype(str)))
+    assert vectors.shape == (len(texts), DIM) and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors[:3], encode_texts(list(texts[:3]), progress=False), atol=1e-6)
+    again = pretrained_query_vectors(observed, fingerprint, progress=False)[1]
+    np.testing.assert_array_equal(again, vectors)

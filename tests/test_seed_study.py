@@ -167,6 +167,31 @@ def test_least_noisy_adopts_the_quietest_procedure_that_keeps_the_mean():
         least_noisy(valid.assign(ema=[0.3, None, 0.3]), "constant")
 
 
+def test_choose_procedure_follows_the_one_standard_error_rule_on_the_means():
+    from retrieval_lib.evaluation.seed_study import choose_procedure
+
+    valid = pd.DataFrame({"constant": [0.30, 0.34, 0.32],   # mean 0.32
+                          "ema": [0.32, 0.36, 0.35],        # differences 0.02, 0.02, 0.03: mean 0.3433
+                          "cosine": [0.31, 0.35, 0.33]})    # differences 0.01 throughout: mean 0.33
+    # pooled residuals of the paired differences: (2 x 0.00333^2 + 0.00667^2) over 6 - 2 dof, per seed;
+    # the standard error of a mean over 3 seeds
+    se = np.sqrt((2 * (0.02 / 6) ** 2 + (0.04 / 6) ** 2) / 4) / np.sqrt(3)
+    chosen, used = choose_procedure(valid, "constant")
+    assert used == pytest.approx(se) and chosen == "ema"  # the best, alone within one SE of itself
+    # a quieter procedure with a lower mean is not adopted for its SD (least_noisy would take it)
+    quiet = valid.assign(cosine=[0.33, 0.33, 0.33])
+    assert choose_procedure(quiet, "constant")[0] == "ema"
+    # everything within one standard error: the baseline stays
+    close = pd.DataFrame({"constant": [0.30, 0.34, 0.32], "ema": [0.305, 0.335, 0.33]})
+    assert choose_procedure(close, "constant")[0] == "constant"
+    with pytest.raises(KeyError, match="swa"):
+        choose_procedure(valid, "swa")
+    with pytest.raises(ValueError, match="2 seeds"):
+        choose_procedure(valid.head(1), "constant")
+    with pytest.raises(ValueError, match="missing"):
+        choose_procedure(valid.assign(ema=[0.3, None, 0.3]), "constant")
+
+
 def test_seed_spread_draws_every_seed_and_each_procedures_mean_and_sd():
     import matplotlib
 

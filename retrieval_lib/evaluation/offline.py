@@ -7,15 +7,19 @@ lexical policy that produced the logs. Evaluation may read latent truth; models 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from retrieval_lib.evaluation import metrics
 from retrieval_lib.marketplace import Marketplace, ObservedMarketplace
 from retrieval_lib.marketplace.behaviour import available, ideal_gains, relevance_grades
 from retrieval_lib.serving.base import PAD, SessionRetriever
+from retrieval_lib.serving.exact import SCORE_CHUNK, top_k_of_scores
 
 SEGMENTS: tuple[str, ...] = ("head", "torso", "tail")
 
@@ -99,8 +103,11 @@ class EvaluationSet:
         """The retriever's top ``depth`` listings per session, among listings that exist at the session's time.
 
         The retriever is asked for enough extra results that ``depth`` remain after listings created
-        later are dropped (:func:`keep_available`); its output is checked (:func:`check_ranking`).
+        later are dropped (:func:`keep_available`); its output is checked (:func:`check_ranking`). An
+        exact session search is ranked from its scores instead (:func:`exact_ranking`), in the same order.
         """
+        if isinstance(retriever, ExactSessionSearch):
+            return exact_ranking(retriever, self, depth)
         sid = self.sessions["session_id"].to_numpy()
         fetch = depth + unavailable_margin(self.world, sid)
         ranked = check_ranking(retriever.retrieve(self.sessions, fetch), len(self.sessions), fetch,
@@ -220,11 +227,99 @@ def keep_available(world: Marketplace, session_ids: np.ndarray, ranked: np.ndarr
     """
     ranked = np.asarray(ranked, dtype=np.int64)
     ok = (ranked != PAD) & available(world.latent, np.asarray(session_ids), ranked.clip(0))
-    order = np.argsort(~ok, axis=1, kind="stable")  # available first, original order kept
-    kept = np.where(np.take_along_axis(ok, order, axis=1), np.take_along_axis(ranked, order, axis=1), PAD)
-    if kept.shape[1] < depth:
-        kept = np.concatenate([kept, np.full((len(kept), depth - kept.shape[1]), PAD)], axis=1)
-    return kept[:, :depth]
+    kept = np.full((len(ranked), depth), PAD, dtype=np.int64)
+    whole = np.zeros(len(ranked), dtype=bool)
+    if ranked.shape[1] >= depth:  # most rows: their first ``depth`` all exist
+        whole = ok[:, :depth].all(axis=1)
+        kept[whole] = ranked[whole, :depth]
+    rest = np.flatnonzero(~whole)
+    place = np.cumsum(ok[rest], axis=1) - 1  # each available listing's place among its row's available ones
+    rows, cols = np.nonzero(ok[rest] & (place < depth))
+    kept[rest[rows], place[rows, cols]] = ranked[rest[rows], cols]
+    return kept
+
+
+@runtime_checkable
+class ExactSessionSearch(Protocol):
+    """A retriever that ranks every listing by the inner product of a session vector and a listing vector.
+
+    ``search_space`` is ``(listing vectors, listing ids)``; ``retrieve`` must be
+    :func:`~retrieval_lib.serving.exact.exact_top_k` of ``encode_sessions(sessions)`` over it. Such a
+    retriever is evaluated without building its top-``max(ks)`` lists (:func:`exact_target_ranks`).
+    """
+
+    search_space: tuple[torch.Tensor, np.ndarray]
+
+    def encode_sessions(self, sessions: pd.DataFrame) -> torch.Tensor:  # pragma: no cover - protocol
+        """Unit-norm query vectors of logged sessions."""
+        ...
+
+
+def _available_scores(retriever: ExactSessionSearch, es: EvaluationSet) -> Iterator[tuple[slice, torch.Tensor]]:
+    """The retriever's scores of every listing, :data:`SCORE_CHUNK` sessions at a time.
+
+    ``-inf`` where a listing does not exist yet at the session's time; the other scores come from the
+    same matrix products as the retriever's own search.
+    """
+    vectors, ids = retriever.search_space
+    n_listings = len(es.world.observed.listings)
+    if not np.array_equal(np.asarray(ids), np.arange(n_listings)):
+        raise ValueError("exact evaluation needs listing ids numbered 0, 1, ... in catalogue order")
+    sid = es.sessions["session_id"].to_numpy()
+    created = np.asarray(es.world.latent.listings["created_day"])
+    day = np.asarray(es.world.latent.intents["day"])[sid]
+    # only listings created after the earliest session can be missing at a session's time (a few hundred)
+    late = np.flatnonzero(created > day.min()) if len(sid) else np.zeros(0, dtype=np.int64)
+    x = torch.as_tensor(vectors, dtype=torch.float32)
+    with torch.no_grad():
+        q = torch.as_tensor(retriever.encode_sessions(es.sessions), dtype=torch.float32)
+        for start in range(0, len(sid), SCORE_CHUNK):
+            part = slice(start, start + SCORE_CHUNK)
+            scores = q[part] @ x.T
+            s = scores.numpy()  # the same memory
+            s[:, late] = np.where(created[late][None, :] > day[part, None], -np.inf, s[:, late])
+            yield part, scores
+
+
+def exact_ranking(retriever: ExactSessionSearch, es: EvaluationSet, depth: int) -> np.ndarray:
+    """:meth:`EvaluationSet.ranking` of an exact session search, straight from its scores.
+
+    The first ``depth`` listings that exist at each session's time, by score and then listing id,
+    ``PAD`` where fewer exist: what the generic path keeps of a deeper search, without fetching the
+    listings it would drop.
+    """
+    n_listings = len(es.world.observed.listings)
+    ranked = np.full((len(es.sessions), depth), PAD, dtype=np.int64)
+    for part, scores in _available_scores(retriever, es):
+        values, cols = top_k_of_scores(scores, min(depth, n_listings))
+        ranked[part, :cols.shape[1]] = torch.where(torch.isfinite(values), cols, PAD).numpy()
+    return ranked
+
+
+def exact_target_ranks(retriever: ExactSessionSearch, es: EvaluationSet, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each session's label's place (0 = first) among the listings that exist then, and the ``top`` first.
+
+    The same order as :meth:`EvaluationSet.ranking` of an exact search (score, then listing id), from the
+    same scores (:func:`_available_scores`), without sorting a thousand listings per session: the place
+    is a count of the listings ahead of the label. A label that does not exist at the session's time
+    gets the catalogue's size.
+    """
+    n_listings = len(es.world.observed.listings)
+    targets = np.asarray(es.targets, dtype=np.int64)
+    places = np.full(len(es.sessions), n_listings, dtype=np.int64)
+    firsts = np.full((len(es.sessions), top), PAD, dtype=np.int64)
+    for part, scores in _available_scores(retriever, es):
+        s = scores.numpy()
+        target = targets[part]
+        known = (target >= 0) & (target < n_listings)
+        label = s[np.arange(len(s)), target.clip(0, n_listings - 1)][:, None]
+        place = np.count_nonzero(s > label, axis=1)
+        for row in np.flatnonzero(np.count_nonzero(s == label, axis=1) > 1):  # ties with the label: rare
+            place[row] += np.count_nonzero(s[row, :target[row]] == label[row])
+        places[part] = np.where(known & np.isfinite(label[:, 0]), place, n_listings)
+        values, cols = top_k_of_scores(scores, min(top, n_listings))
+        firsts[part, :cols.shape[1]] = torch.where(torch.isfinite(values), cols, PAD).numpy()
+    return places, firsts
 
 
 def evaluate(retriever: SessionRetriever, data: Marketplace | EvaluationSet, split: str = "test",
@@ -237,12 +332,22 @@ def evaluate(retriever: SessionRetriever, data: Marketplace | EvaluationSet, spl
     session's time count.
     """
     es = data if isinstance(data, EvaluationSet) else EvaluationSet.build(data, split)
-    ranked = es.ranking(retriever, max(ks))
+    depth = max(ks)
     out = {"session_id": es.sessions["session_id"].to_numpy(), "user_id": es.sessions["user_id"].to_numpy(),
            "segment": es.segment, "history": es.history}
-    for k in ks:
-        out[f"recall@{k}"] = metrics.recall_at_k(ranked, es.targets, k)
-    gains = relevance_grades(es.world.latent, out["session_id"], ranked[:, :NDCG_K])
+    if isinstance(retriever, ExactSessionSearch):  # the same figures, without the top-1,000 lists
+        places, firsts = exact_target_ranks(retriever, es, NDCG_K)
+        for k in ks:
+            out[f"recall@{k}"] = (places < k).astype(float)
+        top = firsts
+        out["mrr"] = np.where(places < depth, 1.0 / (places + 1.0), 0.0)
+    else:
+        ranked = es.ranking(retriever, depth)
+        for k in ks:
+            out[f"recall@{k}"] = metrics.recall_at_k(ranked, es.targets, k)
+        top = ranked[:, :NDCG_K]
+        out["mrr"] = metrics.reciprocal_rank(ranked, es.targets)
+    gains = relevance_grades(es.world.latent, out["session_id"], top)
     out[f"ndcg@{NDCG_K}"] = metrics.ndcg_at_k(gains, es.ideal, NDCG_K)
-    out["mrr"] = metrics.reciprocal_rank(ranked, es.targets)
+    out = {c: out[c] for c in (*ID_COLUMNS, *(f"recall@{k}" for k in ks), f"ndcg@{NDCG_K}", "mrr")}
     return EvaluationResult(pd.DataFrame(out))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from retrieval_lib.evaluation.choice import one_standard_error_choice, paired_difference_se
 from retrieval_lib.evaluation.offline import EvaluationResult
 from retrieval_lib.evaluation.uncertainty import MultiBootstrapDifference, multi_bootstrap, paired_bootstrap
 from retrieval_lib.infra import numerics, results
@@ -287,3 +288,27 @@ def least_noisy(valid: pd.DataFrame, baseline: str) -> str:
     eligible = [c for c in valid.columns if c == baseline or mean[c] >= mean[baseline]]
     best = min(eligible, key=lambda c: (sd[c], c != baseline))
     return best
+
+
+def choose_procedure(valid: pd.DataFrame, baseline: str) -> tuple[str, float]:
+    """The training procedure the book's one-standard-error rule adopts, and the standard error it used.
+
+    ``valid`` is seeds x procedures of an observable score (logged validation recall). The rule of
+    :mod:`~retrieval_lib.evaluation.choice`: the fewest changes to ``baseline`` (the baseline itself, or
+    any one other procedure) among the procedures whose mean lies within one standard error of the best
+    mean, a tie going to the better mean. The standard error is that of a mean paired difference to the
+    baseline over the seeds (pooled over the other procedures). Unlike :func:`least_noisy`, it does not
+    follow the smallest of several seed SDs, which a few seeds cannot tell apart.
+    """
+    if baseline not in valid.columns:
+        raise KeyError(f"no procedure {baseline!r} among {list(valid.columns)}")
+    if len(valid) < 2 or len(valid.columns) < 2:
+        raise ValueError("a choice needs at least 2 seeds and 2 procedures")
+    if valid.isna().any().any():
+        raise ValueError("the validation scores have missing values")
+    runs = {(str(c), int(s)): float(valid.loc[s, c]) for s in valid.index for c in valid.columns}
+    others = [str(c) for c in valid.columns if c != baseline]
+    se = paired_difference_se(runs, str(baseline), others, [int(s) for s in valid.index]) / np.sqrt(len(valid))
+    means = {str(c): float(m) for c, m in valid.mean().items()}
+    changes = {c: int(c != baseline) for c in means}
+    return one_standard_error_choice(means, changes, se), se

@@ -7,7 +7,9 @@ chapters (graph embeddings, the doc2query encoder and its tokenizer) into tensor
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +29,11 @@ from retrieval_lib.text.words import listing_documents
 
 if TYPE_CHECKING:  # the model module imports this one
     from retrieval_lib.models.unified import UnifiedConfig
+
+
+#: Query batches whose text inputs :meth:`UnifiedFeatures.queries` keeps (a test window's 20,000
+#: sessions are ten batches of 2,048; one batch's inputs take about 2 MB).
+QUERY_MEMO = 32
 
 
 def _tensors(blocks: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -55,6 +62,10 @@ class UnifiedFeatures:
     user_location: torch.Tensor
     history: UserHistory
     history_vectors: torch.Tensor
+    #: The text inputs of recent query batches (:meth:`queries`), by their texts: every model evaluated on
+    #: the same sessions, and every epoch's validation, reads the same batches again.
+    _query_memo: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, observed: ObservedMarketplace, tokenizer: Tokenizer, encoder: ListingEncoder,
@@ -160,9 +171,28 @@ class UnifiedFeatures:
     def queries(self, texts: list[str], user_ids: np.ndarray, history_rows: np.ndarray, config: UnifiedConfig,
                 blocks: dict[str, torch.Tensor] | None = None
                 ) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        """Query-tower inputs: term bags, frozen blocks (``blocks`` if precomputed) plus location, history."""
-        bags = HashedTexts.of(list(texts), self.n_buckets).select(np.arange(len(texts)))
-        blocks = dict(blocks if blocks is not None else self.query_blocks(texts))
+        """Query-tower inputs: term bags, frozen blocks (``blocks`` if precomputed) plus location, history.
+
+        The text inputs of the last :data:`QUERY_MEMO` batches are kept (the same texts give the same
+        tensors; nothing downstream writes into them).
+        """
+        key = tuple(texts)
+        with self._memo_lock:
+            kept = self._query_memo.get(key)
+            if kept is not None:
+                self._query_memo.move_to_end(key)
+        if kept is None:
+            kept = (HashedTexts.of(list(texts), self.n_buckets).select(np.arange(len(texts))), {})
+        bags, text_blocks = kept
+        if blocks is None:
+            if not text_blocks:
+                text_blocks.update(self.query_blocks(texts))
+            blocks = text_blocks
+        with self._memo_lock:
+            self._query_memo[key] = kept
+            while len(self._query_memo) > QUERY_MEMO:
+                self._query_memo.popitem(last=False)
+        blocks = dict(blocks)
         blocks["location"] = self.locations(user_ids)
         history = self.histories(history_rows) if config.history else None
         return bags, blocks, history

@@ -34,7 +34,7 @@ _UNIFIED_BOXES = (
     (0.00, 0.80, 0.15, 0.14, "query text", "#fde0c5"),
     (0.00, 0.60, 0.15, 0.14, "user history\n(queries, clicks,\npurchases)", "#fde0c5"),
     (0.22, 0.44, 0.2, 0.10, "user location", "#fde0c5"),
-    (0.22, 0.80, 0.2, 0.14, "term encoder\n(shared)", "#fbb4ae"),
+    (0.22, 0.79, 0.2, 0.16, "term encoder (shared)\n+ frozen token means\n+ graph vector", "#fbb4ae"),
     (0.22, 0.60, 0.2, 0.14, "1-layer transformer over\nitems (frozen token means\n+ graph vectors)", "#fbb4ae"),
     (0.50, 0.62, 0.16, 0.22, "concat -> MLP\n-> L2 norm\n(query tower)", "#fbb4ae"),
     (0.00, 0.05, 0.15, 0.3, "listing title,\ntags, taxonomy;\nprice, rating,\nreviews, age;\nshop location", "#ccebc5"),

@@ -147,9 +147,15 @@ class TasteRetriever:
             profile = torch.zeros((len(sessions), self._items.shape[1] - query.shape[1]))
         return torch.cat([query, profile], dim=1)
 
+    @property
+    def search_space(self) -> tuple[torch.Tensor, np.ndarray]:
+        """What :meth:`retrieve` searches: the augmented listing vectors and their ids."""
+        return self._items, self.base.listing_ids
+
     def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
         """Retriever interface: top-``k`` listing ids per session."""
-        return exact_top_k(self.encode_sessions(sessions), self._items, k, item_ids=self.base.listing_ids)[0]
+        vectors, ids = self.search_space
+        return exact_top_k(self.encode_sessions(sessions), vectors, k, item_ids=ids)[0]
 
 
 def choose_taste_weight(base: UnifiedRetriever, taste: TasteModel, pairs: pd.DataFrame,

@@ -58,9 +58,10 @@ class UnifiedConfig:
 
     Two design choices [ours] are switches too, so that they can be re-checked on the validation
     window: ``history_zero_start`` (the history encoder's output projection starts at zero, so a fresh
-    model is the unpersonalised one) and ``query_frozen_blocks`` (a first version that also fed the
-    query's graph vector and frozen token means to the query tower; the paper's query tower reads text
-    through the shared term encoder only). ``graph_dropout`` is the share of training listings whose
+    model is the unpersonalised one) and ``query_frozen_blocks`` (the query tower also reads the query's
+    frozen graph vector and the mean of its frozen token embeddings, of the components that are on; the
+    paper's query tower reads text through the shared term encoder only. Chosen on logged validation
+    purchases, ``benchmarks/validation_choices.py``). ``graph_dropout`` is the share of training listings whose
     graph block is hidden (zeros, flag off), so the tower also learns to score listings from text alone.
     """
 
@@ -76,7 +77,7 @@ class UnifiedConfig:
     location: bool = True
     numeric: bool = True
     history_zero_start: bool = True
-    query_frozen_blocks: bool = False
+    query_frozen_blocks: bool = True
     graph_dropout: float = 0.5
 
     def __post_init__(self) -> None:
@@ -156,7 +157,10 @@ class UnifiedModel(nn.Module):
         self.config = config
         self.dims = dict(dims)
         self.product_blocks = config.enabled(PRODUCT_BLOCKS)
-        extra = ["transformer", "graph"] if config.query_frozen_blocks else ([] if config.term else ["transformer"])
+        if config.query_frozen_blocks:  # the query's frozen blocks, of the components that are on
+            extra = [b for b in ("transformer", "graph") if getattr(config, b)]
+        else:
+            extra = [] if config.term else ["transformer"]
         self.query_blocks = config.enabled(QUERY_BLOCKS) + extra
         missing = set(self.product_blocks + self.query_blocks) - set(dims)
         if missing:
@@ -243,9 +247,15 @@ class UnifiedRetriever:
                                                                             self.model.config)))
         return torch.cat(out) if out else torch.zeros((0, self.model.config.out_dim))
 
+    @property
+    def search_space(self) -> tuple[torch.Tensor, np.ndarray]:
+        """What :meth:`retrieve` searches: the listing vectors and their ids (for fast exact evaluation)."""
+        return self.listing_vectors, self.listing_ids
+
     def retrieve(self, sessions: pd.DataFrame, k: int) -> np.ndarray:
         """Retriever interface: top-``k`` listing ids per session."""
-        return exact_top_k(self.encode_sessions(sessions), self.listing_vectors, k, item_ids=self.listing_ids)[0]
+        vectors, ids = self.search_space
+        return exact_top_k(self.encode_sessions(sessions), vectors, k, item_ids=ids)[0]
 
     def candidate_scores(self, sessions: pd.DataFrame, ranked: np.ndarray) -> np.ndarray:
         """The model's scores of each session's candidates ``ranked`` (listing ids; ``-inf`` at padding).

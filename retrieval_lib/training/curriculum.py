@@ -66,9 +66,10 @@ class NegativeCurriculum:
 #: Negative sources (one, or several by name) and the schedule that weights them (``None``: all 1).
 Recipe = tuple[NegativeSource | dict[str, NegativeSource], Schedule | None]
 
-#: The book's mined-negative settings, chosen on the validation window (``benchmarks/negative_choices.py``):
+#: The book's mined-negative settings, chosen on the validation window's logged purchases by the one-standard-error
+#: rule (``benchmarks/negative_choices.py``, docs/decisions.md):
 #: rank window, negatives per request, and the curriculum's warm-up and ramp in epochs.
-MINED_WINDOW: tuple[int, int] = (51, 201)
+MINED_WINDOW: tuple[int, int] = (1, 51)
 N_MINED = 2
 N_UNIFORM = 256
 WARMUP_EPOCHS = 2.0
