@@ -22,16 +22,14 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from retrieval_lib.encoders.graph import graph_embeddings
 from retrieval_lib.encoders.pretrained import (
     pretrained_listing_vectors,
     pretrained_query_vectors,
     with_pretrained_block,
 )
-from retrieval_lib.features.unified import UnifiedFeatures
 from retrieval_lib.marketplace import Marketplace, default_preset, generate
 from retrieval_lib.models.unified import UnifiedConfig, unified_model
-from retrieval_lib.pipeline import build_system
+from retrieval_lib.pipeline import build_system, unified_features
 from retrieval_lib.training.curriculum import negative_recipes
 from retrieval_lib.training.losses import BOOK_HINGE, BOOK_PAIRWISE
 from retrieval_lib.training.pairs import engaged_pairs
@@ -55,15 +53,6 @@ def doc2query(world: Marketplace) -> None:
     doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG, progress=False)
 
 
-def features(world: Marketplace) -> UnifiedFeatures:
-    """The unified model's features as chapters 5-10 build them (graph, tokenizer and doc2query from the cache)."""
-    observed, fingerprint = world.observed, world.config.fingerprint()
-    graph = graph_embeddings(observed, fingerprint)
-    tokenizer = listing_tokenizer(observed, fingerprint, vocab_size=ENCODER_CONFIG.vocab_size)
-    model, _ = doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG, progress=False)
-    return UnifiedFeatures.build(observed, tokenizer, model.encoder, graph)
-
-
 def sentence_vectors(world: Marketplace) -> None:
     """Chapter 5's off-the-shelf encoder's vectors of every listing and every logged query."""
     observed, fingerprint = world.observed, world.config.fingerprint()
@@ -73,14 +62,14 @@ def sentence_vectors(world: Marketplace) -> None:
 
 def full_model(world: Marketplace) -> None:
     """The unified model with in-batch negatives (chapter 5's comparison, chapter 6's model, chapter 7's baseline)."""
-    unified_model(features(world), world.config.fingerprint(), UnifiedConfig(), UNIFIED_TRAIN_CONFIG,
+    unified_model(unified_features(world), world.config.fingerprint(), UnifiedConfig(), UNIFIED_TRAIN_CONFIG,
                   progress=False)
 
 
 def ablations(components: Sequence[str]) -> Callable[[Marketplace], None]:
     """Chapter 6's models with one of ``components`` left out each."""
     def train(world: Marketplace) -> None:
-        built = features(world)
+        built = unified_features(world)
         for component in components:
             unified_model(built, world.config.fingerprint(), UnifiedConfig().without(component),
                           UNIFIED_TRAIN_CONFIG, progress=False)
@@ -95,7 +84,7 @@ def _recipes(world: Marketplace) -> dict:
 def negatives(names: Sequence[str]) -> Callable[[Marketplace], None]:
     """Chapter 7's models with the negatives of ``names`` (``uniform`` is chapters 8-10's softmax model)."""
     def train(world: Marketplace) -> None:
-        built, recipes = features(world), _recipes(world)
+        built, recipes = unified_features(world), _recipes(world)
         for name in names:
             sources, schedule = recipes[name]
             unified_model(built, world.config.fingerprint(), UnifiedConfig(), UNIFIED_TRAIN_CONFIG,
@@ -105,7 +94,7 @@ def negatives(names: Sequence[str]) -> Callable[[Marketplace], None]:
 
 def losses(world: Marketplace) -> None:
     """Chapter 8's models with the pairwise and the multi-part hinge loss (uniform negatives)."""
-    built = features(world)
+    built = unified_features(world)
     sources, schedule = _recipes(world)["uniform"]
     for loss in (BOOK_PAIRWISE, BOOK_HINGE):
         unified_model(built, world.config.fingerprint(), UnifiedConfig(), UNIFIED_TRAIN_CONFIG, loss=loss,
@@ -116,7 +105,7 @@ def pretrained_block(world: Marketplace) -> None:
     """Chapter 5's unified model with the off-the-shelf encoder as its frozen block, both sides."""
     observed, fingerprint = world.observed, world.config.fingerprint()
     listing_vectors, _ = pretrained_listing_vectors(observed, fingerprint, progress=False)
-    block = with_pretrained_block(features(world), listing_vectors,
+    block = with_pretrained_block(unified_features(world), listing_vectors,
                                   pretrained_query_vectors(observed, fingerprint, progress=False))
     unified_model(block, fingerprint, UnifiedConfig(), UNIFIED_TRAIN_CONFIG, progress=False)
 
