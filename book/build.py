@@ -1,7 +1,9 @@
 """Execute every chapter and build the HTML book strictly (what `make book` runs).
 
-The chapters run two at a time where they do not wait on each other's artifacts (:data:`NEEDS`), and a
-chapter that measures latency runs alone (:data:`ALONE`). Every kernel keeps the thread count it has
+The book's expensive models are trained first, by the jobs of :mod:`retrieval_lib.prefetch`, each in a
+process of its own; the chapters then load them from the artifact cache. Jobs and chapters run two at
+a time where they do not wait on each other's artifacts (:data:`NEEDS`), so that both cores stay busy,
+and a chapter that measures latency runs alone (:data:`ALONE`). Every kernel keeps the thread count it has
 when it runs alone (the thread count is part of the numerics: two at a time changes no figure, only
 how long each takes). The executed notebooks go into a fresh Jupyter cache that Jupyter Book then
 reads instead of executing them again, so a build always runs every chapter: the artifact cache
@@ -29,37 +31,44 @@ from nbclient.exceptions import CellExecutionError
 
 from retrieval_lib.infra import numerics, results
 from retrieval_lib.infra.chapters import run_scheduled
+from retrieval_lib.prefetch import JOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "book" / "_build"
 #: Where the executed notebooks wait for Jupyter Book (its default ``execute.cache`` for this build).
 NOTEBOOK_CACHE = BUILD / ".jupyter_cache"
-#: Chapters that must have finished before a chapter starts, because it loads an artifact they make
-#: (chapter 1 generates the world, 3 the graph, 5 the doc2query encoder and the in-batch unified model,
-#: 7 the model with uniform negatives that chapters 8-10 build on). A chapter that started early would
-#: not fail: it would train the same artifact again, identically, and waste the time. Chapter 5 also
-#: waits for chapter 4, so that its long trainings run with nothing beside them (see :data:`PASSIVE`).
+#: What must have finished before a chapter starts, because it loads an artifact made there: chapter 1
+#: generates the world, 3 the graph, 4 the term model, and the build's jobs (:data:`JOBS`) train the
+#: models chapters 5-10 load. A chapter that started early would not fail: it would train the same
+#: artifact again, identically, and waste the time.
 NEEDS: dict[str, tuple[str, ...]] = {
     "02_semantic_gap": ("01_marketplace",),
     "03_graph_embeddings": ("01_marketplace",),
     "04_term_embeddings": ("01_marketplace",),
-    "05_transformer_pretraining": ("01_marketplace", "03_graph_embeddings", "04_term_embeddings"),
-    "06_unified_model": ("05_transformer_pretraining",),
-    "07_hard_negatives": ("05_transformer_pretraining",),
-    "08_hinge_loss": ("07_hard_negatives",),
-    "09_ann_boosting": ("07_hard_negatives",),
-    "10_whole_system": ("07_hard_negatives",),
+    "05_transformer_pretraining": ("03_graph_embeddings", "04_term_embeddings", "doc2query", "sentence_vectors",
+                                   "unified", "pretrained_block"),
+    "06_unified_model": ("03_graph_embeddings", "unified", "ablations_1", "ablations_2"),
+    "07_hard_negatives": ("03_graph_embeddings", "unified", "uniform", "mined"),
+    "08_hinge_loss": ("03_graph_embeddings", "uniform", "losses"),
+    "09_ann_boosting": ("uniform",),
+    "10_whole_system": ("uniform", "system"),
+    **{name: job.needs for name, job in JOBS.items()},
 }
 #: Chapters whose figures include latencies or timing ratios that claims tests bound: nothing runs
-#: beside them.
+#: beside them (so they run last, once everything else has finished).
 ALONE = ("09_ann_boosting", "10_whole_system")
-#: The longest chapters start first when several are ready, so that the short ones fill the gaps.
-FIRST = ("03_graph_embeddings", "04_term_embeddings", "06_unified_model", "07_hard_negatives", "08_hinge_loss")
-#: Chapters that train beside another chapter: their kernels' OpenMP threads sleep while they wait
+#: When several steps are ready, these start first, in this order: the pre-training every model waits
+#: on, then the long trainings, so that the chapters (mostly loading and evaluating) fill the gaps.
+FIRST = ("doc2query", "03_graph_embeddings", "sentence_vectors", "04_term_embeddings", "unified",
+         "pretrained_block", "05_transformer_pretraining", "uniform", "mined", "ablations_1", "losses",
+         "ablations_2", "system")
+#: Chapters that run beside another step: their kernels' OpenMP threads sleep while they wait
 #: (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning. Two spinning two-thread trainings on two cores
 #: took 4.2 times as long each as one alone; sleeping ones 1.4 times (one alone: 1.3 times), and the
-#: weights are bit for bit the same. Chapters that run alone keep spinning, which is faster alone.
-PASSIVE = ("04_term_embeddings", "06_unified_model", "07_hard_negatives", "08_hinge_loss")
+#: weights are bit for bit the same. The jobs always sleep; chapters that run alone keep spinning,
+#: which is faster alone.
+PASSIVE = ("02_semantic_gap", "03_graph_embeddings", "04_term_embeddings", "05_transformer_pretraining",
+           "06_unified_model", "07_hard_negatives", "08_hinge_loss")
 #: How many chapters run at once (the book's machines have two cores).
 SLOTS_ENV = "RETRIEVAL_LIB_BUILD_SLOTS"
 TIMEOUT = 900  # seconds per cell, as execute.timeout in book/_config.yml
@@ -99,6 +108,20 @@ def execute(path: Path, results_file: Path) -> tuple[nbformat.NotebookNode, floa
     return nb, time.perf_counter() - start, error
 
 
+def prefetch_job(name: str, log: Path) -> tuple[float, str | None]:
+    """Run one of :data:`JOBS` in a process of its own (sleeping OpenMP threads); return the seconds and the error.
+
+    The job's output goes to ``log``; an error names the log's last lines.
+    """
+    env = build_env(log.with_suffix(".json"), passive=True)
+    start = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.call([sys.executable, "-m", "retrieval_lib.prefetch", name], cwd=ROOT, env=env,
+                               stdout=out, stderr=subprocess.STDOUT)
+    error = None if code == 0 else f"exit code {code}:\n{''.join(log.read_text().splitlines(True)[-20:])}"
+    return time.perf_counter() - start, error
+
+
 def say(line: str) -> None:
     """Print one whole line (chapters finish on several threads)."""
     sys.stdout.write(line + "\n")
@@ -123,6 +146,11 @@ def main() -> int:
 
     def work(name: str) -> str | None:
         say(f"{name}: started at {time.perf_counter() - start:.0f} s")
+        if name in JOBS:
+            seconds, error = prefetch_job(name, results_dir / f"job-{name}.log")
+            if error is None:
+                say(f"{name}: trained in {seconds:.0f} s")
+            return error
         nb, seconds, error = execute(paths[name], results_dir / f"{name}.json")
         if error is None:
             executed[name] = (nb, seconds)
@@ -130,7 +158,7 @@ def main() -> int:
         return error
 
     try:
-        run_scheduled(list(paths), work, NEEDS, alone=ALONE, slots=slots, first=FIRST)
+        run_scheduled([*paths, *JOBS], work, NEEDS, alone=ALONE, slots=slots, first=FIRST)
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

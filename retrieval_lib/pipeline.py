@@ -91,14 +91,20 @@ class ServingChoice:
     valid_objective: float
 
 
-def served_model(world: Marketplace, progress: bool = False) -> tuple[UnifiedModel, UnifiedFeatures]:
-    """The unified model the system serves and its features, every piece through the cache."""
+def unified_features(world: Marketplace, progress: bool = False) -> UnifiedFeatures:
+    """The unified model's features as chapters 5-10 build them: graph, tokenizer and doc2query through the cache."""
     observed, fingerprint = world.observed, world.config.fingerprint()
     graph = graph_embeddings(observed, fingerprint)
     tokenizer = listing_tokenizer(observed, fingerprint, vocab_size=ENCODER_CONFIG.vocab_size)
     doc2query, _ = doc2query_model(observed, fingerprint, tokenizer, ENCODER_CONFIG, PRETRAIN_CONFIG,
                                    progress=progress)
-    features = UnifiedFeatures.build(observed, tokenizer, doc2query.encoder, graph)
+    return UnifiedFeatures.build(observed, tokenizer, doc2query.encoder, graph)
+
+
+def served_model(world: Marketplace, progress: bool = False) -> tuple[UnifiedModel, UnifiedFeatures]:
+    """The unified model the system serves and its features, every piece through the cache."""
+    observed, fingerprint = world.observed, world.config.fingerprint()
+    features = unified_features(world, progress)
     per_epoch = steps_per_epoch(len(engaged_pairs(observed, "train")), UNIFIED_TRAIN_CONFIG.batch_size)
     recipe, loss = SERVED_RECIPE
     negatives, schedule = negative_recipes(per_epoch)[recipe]

@@ -3,7 +3,10 @@ and one strict executed build."""
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -213,7 +216,8 @@ def test_the_build_schedule_names_real_chapters_and_keeps_latency_chapters_alone
     names = {p.stem for p in build.chapters()}
     assert names == {p.stem for p in NOTEBOOKS}
     named = set(build.NEEDS) | {n for needs in build.NEEDS.values() for n in needs}
-    assert named | set(build.ALONE) | set(build.FIRST) | set(build.PASSIVE) <= names
+    assert named | set(build.ALONE) | set(build.FIRST) <= names | set(build.JOBS)
+    assert set(build.PASSIVE) <= names and not names & set(build.JOBS)
     # the chapters whose claims bound latencies or timing ratios run with nothing beside them
     assert {"09_ann_boosting", "10_whole_system"} <= set(build.ALONE)
     assert not set(build.ALONE) & set(build.PASSIVE)
@@ -224,8 +228,16 @@ def test_the_build_schedule_names_real_chapters_and_keeps_latency_chapters_alone
             found |= before(need)
         return found
 
-    for name, needs in build.NEEDS.items():
-        assert "01_marketplace" in before(name) and all(n < name for n in needs), name
+    chapter_needs = {name: needs for name, needs in build.NEEDS.items() if name in names}
+    for name, needs in chapter_needs.items():
+        assert "01_marketplace" in before(name), name
+        # a chapter waits on earlier chapters and on the build's jobs, never on a later chapter
+        assert all(n < name or n in build.JOBS for n in needs), name
+    # jobs wait on the world, the graph and each other only: a job that waited on a chapter which
+    # waits on jobs could deadlock the build
+    for name, job in build.JOBS.items():
+        assert build.NEEDS[name] == job.needs and "01_marketplace" in before(name), name
+        assert all(n in build.JOBS or n <= "04" for n in job.needs), name
     assert build.TIMEOUT == yaml.safe_load((ROOT / "book" / "_config.yml").read_text())["execute"]["timeout"]
 
 
@@ -342,6 +354,26 @@ def test_every_code_solution_runs_on_tiny(tiny_run_files):
     expected = {p.name: sum(len(e.code) for e in chapters.exercises(p)) for p in CHAPTERS}
     assert ran == expected
     assert sum(ran.values()) >= len(CHAPTERS), "most chapters have a code solution"
+
+
+@pytest.mark.book
+def test_the_builds_jobs_train_exactly_what_the_chapters_load(tiny_run_files):
+    """Every job of ``retrieval_lib.prefetch`` finds its models already in a cache the chapters alone filled.
+
+    ``make book`` trains these models in jobs beside the chapters, which then load them: a job whose
+    call differed from its chapter's in any part of the cache key would train a model no chapter
+    reads, and the chapter would train its own again.
+    """
+    from retrieval_lib.prefetch import JOBS
+
+    cache = tiny_run_files[0].parent / "cache0"  # chapters only, no exercise solutions
+    before = {p.name for p in cache.iterdir()}
+    assert sum(p.startswith("unified-") for p in before) >= 10, sorted(before)
+    run = subprocess.run([sys.executable, "-m", "retrieval_lib.prefetch", *JOBS], capture_output=True, text=True,
+                         env={**os.environ, **chapters.SINGLE_THREAD, "RETRIEVAL_LIB_PRESET": "tiny",
+                              "RETRIEVAL_LIB_CACHE": str(cache), "TQDM_DISABLE": "1"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert {p.name for p in cache.iterdir()} == before
 
 
 @pytest.mark.book
