@@ -237,7 +237,7 @@ def test_the_build_schedule_names_real_chapters_and_keeps_latency_chapters_alone
     # waits on jobs could deadlock the build
     for name, job in build.JOBS.items():
         assert build.NEEDS[name] == job.needs and "01_marketplace" in before(name), name
-        assert all(n in build.JOBS or n <= "04" for n in job.needs), name
+        assert all(n in build.JOBS or n[:2] <= "04" for n in job.needs), name
     assert build.TIMEOUT == yaml.safe_load((ROOT / "book" / "_config.yml").read_text())["execute"]["timeout"]
 
 
