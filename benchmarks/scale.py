@@ -97,6 +97,7 @@ def measure_size(n_listings: int, n_queries: int) -> dict:
     start = time.perf_counter()
     features = UnifiedFeatures.build(world.observed, tokenizer, doc2query.encoder, cold)
     row["features_seconds"] = time.perf_counter() - start  # histories and query vectors included
+    # the frozen transformer block again, timed alone: the build above also timed histories and queries
     start = time.perf_counter()
     tokens = TokenizedTexts.of(tokenizer, listing_documents(world.observed.listings), ENCODER_CONFIG.max_len)
     encode_in_batches(doc2query.encoder.eval().pooled, tokens)
